@@ -1,0 +1,1052 @@
+//! Raw configuration -> [`Config`], collecting every problem with its line and field path.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use secrecy::SecretString;
+
+use super::locate::Locator;
+use super::raw::*;
+use super::*;
+
+pub(super) struct Context {
+    pub source: String,
+    pub base_dir: PathBuf,
+    /// The config file is unreadable by group and others (inline secrets are allowed then).
+    pub file_private: bool,
+}
+
+struct V<'a> {
+    ctx: &'a Context,
+    loc: Locator,
+    problems: Vec<Problem>,
+}
+
+impl V<'_> {
+    fn at(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.loc.value(path);
+        self.problems.push(Problem {
+            line: pos.map(|p| p.line),
+            col: pos.map(|p| p.col),
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn at_key(&mut self, path: &str, message: impl Into<String>) {
+        let pos = self.loc.key(path);
+        self.problems.push(Problem {
+            line: pos.map(|p| p.line),
+            col: pos.map(|p| p.col),
+            path: path.to_string(),
+            message: message.into(),
+        });
+    }
+
+    /// The value of a lenient scalar, or None (recording a problem if it was malformed).
+    fn get<T: Clone>(&mut self, path: &str, v: &Option<Lenient<T>>) -> Option<T> {
+        match v {
+            None => None,
+            Some(Lenient(Ok(x))) => Some(x.clone()),
+            Some(Lenient(Err(e))) => {
+                self.at(path, e.clone());
+                None
+            }
+        }
+    }
+
+    fn required_str(&mut self, path: &str, v: &LStr) -> Option<String> {
+        match self.get(path, v) {
+            Some(s) if !s.trim().is_empty() => Some(s),
+            Some(_) => {
+                self.at(path, "must not be empty");
+                None
+            }
+            None => {
+                if v.is_none() {
+                    self.at(path, "is required");
+                }
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, path: &str, v: &LStr, default: Duration) -> Duration {
+        let Some(s) = self.get(path, v) else {
+            return default;
+        };
+        match humantime::parse_duration(s.trim()) {
+            Ok(d) => d,
+            Err(e) => {
+                self.at(
+                    path,
+                    format!("{s:?} is not a duration like 30s or 5m ({e})"),
+                );
+                default
+            }
+        }
+    }
+
+    fn port(&mut self, path: &str, v: &LInt) -> Option<u16> {
+        let n = self.get(path, v)?;
+        match u16::try_from(n) {
+            Ok(p) if p > 0 => Some(p),
+            _ => {
+                self.at(path, format!("{n} is not a port"));
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, path: &str, v: &LStr) -> Option<TlsMode> {
+        let s = self.get(path, v)?;
+        let m = TlsMode::parse(&s);
+        if m.is_none() {
+            let all: Vec<&str> = TlsMode::ALL.iter().map(|m| m.as_str()).collect();
+            self.at(
+                path,
+                format!("{s:?} is not a TLS mode (one of {})", all.join(", ")),
+            );
+        }
+        m
+    }
+
+    fn file(&mut self, path: &str, v: &LStr) -> Option<PathBuf> {
+        let s = self.get(path, v)?;
+        let p = self.resolve(&s);
+        if !p.is_file() {
+            self.at(path, format!("{} is not a readable file", p.display()));
+        }
+        Some(p)
+    }
+
+    fn resolve(&self, s: &str) -> PathBuf {
+        let p = Path::new(s);
+        if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            self.ctx.base_dir.join(p)
+        }
+    }
+
+    fn name(
+        &mut self,
+        path: &str,
+        v: &LStr,
+        seen: &mut HashSet<String>,
+        what: &str,
+    ) -> Option<String> {
+        let n = self.required_str(path, v)?;
+        if !n
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+            || n.len() > 64
+        {
+            self.at(
+                path,
+                format!("{n:?} is not a valid {what} name (letters, digits, '-', '_', '.'; at most 64; it becomes a metric label)"),
+            );
+            return None;
+        }
+        if !seen.insert(n.clone()) {
+            self.at(path, format!("{what} name {n:?} is used twice"));
+        }
+        Some(n)
+    }
+}
+
+pub(super) fn load(text: &str, ctx: &Context) -> Result<Config, ConfigError> {
+    let mut v = V {
+        ctx,
+        loc: Locator::new(text),
+        problems: Vec::new(),
+    };
+    let mut unknown: Vec<String> = Vec::new();
+    let raw: RawConfig = if text.trim().is_empty() {
+        RawConfig::default()
+    } else {
+        let de = serde_yaml::Deserializer::from_str(text);
+        match serde_ignored::deserialize(de, |p| unknown.push(path_string(&p))) {
+            Ok(r) => r,
+            Err(e) => {
+                let e: serde_yaml::Error = e;
+                let pos = e.location();
+                return Err(ConfigError {
+                    source_name: ctx.source.clone(),
+                    problems: vec![Problem {
+                        line: pos.as_ref().map(|p| p.line()),
+                        col: pos.as_ref().map(|p| p.column()),
+                        path: String::new(),
+                        message: strip_position(&e.to_string()),
+                    }],
+                });
+            }
+        }
+    };
+    for p in &unknown {
+        v.at_key(p, "unknown field");
+    }
+    let cfg = validate(&mut v, &raw);
+    if v.problems.is_empty() {
+        Ok(cfg)
+    } else {
+        v.problems
+            .sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.col.unwrap_or(0)));
+        Err(ConfigError {
+            source_name: ctx.source.clone(),
+            problems: v.problems,
+        })
+    }
+}
+
+/// serde_yaml appends " at line N column M" to its messages; we print the position in front.
+fn strip_position(msg: &str) -> String {
+    match msg.rfind(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn path_string(p: &serde_ignored::Path<'_>) -> String {
+    use serde_ignored::Path as P;
+    match p {
+        P::Root => String::new(),
+        P::Seq { parent, index } => format!("{}[{index}]", path_string(parent)),
+        P::Map { parent, key } => {
+            let base = path_string(parent);
+            if base.is_empty() {
+                key.to_string()
+            } else {
+                format!("{base}.{key}")
+            }
+        }
+        P::Some { parent } | P::NewtypeStruct { parent } | P::NewtypeVariant { parent } => {
+            path_string(parent)
+        }
+    }
+}
+
+fn validate(v: &mut V<'_>, raw: &RawConfig) -> Config {
+    let cloud = match v.get("cloud", &raw.cloud) {
+        None => &cloud::WORLDWIDE,
+        Some(name) => match cloud::by_name(&name) {
+            Some(c) => c,
+            None => {
+                let all: Vec<&str> = cloud::ALL.iter().map(|c| c.name).collect();
+                v.at(
+                    "cloud",
+                    format!("{name:?} is not a cloud (one of {})", all.join(", ")),
+                );
+                &cloud::WORLDWIDE
+            }
+        },
+    };
+    let defaults = defaults(v, raw.defaults.as_ref());
+    let state_dir = match v.get("state_dir", &raw.state_dir) {
+        Some(s) => v.resolve(&s),
+        None => PathBuf::from(DEFAULT_STATE_DIR),
+    };
+    let endpoints = endpoints(v, raw, cloud, &defaults);
+    let servers = servers(v, "servers", raw.servers.as_ref(), &default_servers(cloud));
+    let mailboxes = mailboxes(v, raw, &defaults, &servers);
+    let credentials = credentials(v, raw, cloud, &defaults, &mailboxes);
+    let product = raw.product.as_ref().and_then(|p| {
+        let url = v.required_str("product.external_url", &p.external_url)?;
+        match url::Url::parse(&url) {
+            Ok(u) if u.host_str().is_some() => Some(Product { external_url: url }),
+            _ => {
+                v.at(
+                    "product.external_url",
+                    format!("{url:?} is not an absolute URL like https://ece.example.com"),
+                );
+                None
+            }
+        }
+    });
+    Config {
+        source: v.ctx.source.clone(),
+        cloud,
+        defaults,
+        state_dir,
+        endpoints,
+        credentials,
+        mailboxes,
+        product,
+    }
+}
+
+/// Where rotated refresh tokens are kept when `state_dir` is not set.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/o365-mail-exporter";
+
+fn defaults(v: &mut V<'_>, raw: Option<&RawDefaults>) -> Defaults {
+    let d = Defaults::default();
+    let Some(r) = raw else { return d };
+    let max = match v.get("defaults.max_concurrent_checks", &r.max_concurrent_checks) {
+        None => d.max_concurrent_checks,
+        Some(n) if (1..=1024).contains(&n) => n as usize,
+        Some(n) => {
+            v.at(
+                "defaults.max_concurrent_checks",
+                format!("{n} is outside 1..=1024"),
+            );
+            d.max_concurrent_checks
+        }
+    };
+    let out = Defaults {
+        interval: v.duration("defaults.interval", &r.interval, d.interval),
+        timeout: v.duration("defaults.timeout", &r.timeout, d.timeout),
+        jitter: v.duration("defaults.jitter", &r.jitter, d.jitter),
+        login_interval: v.duration(
+            "defaults.login_interval",
+            &r.login_interval,
+            d.login_interval,
+        ),
+        login_timeout: v.duration("defaults.login_timeout", &r.login_timeout, d.login_timeout),
+        token_interval: v.duration(
+            "defaults.token_interval",
+            &r.token_interval,
+            d.token_interval,
+        ),
+        max_concurrent_checks: max,
+    };
+    check_interval(v, "defaults.interval", out.interval, out.timeout);
+    check_interval(
+        v,
+        "defaults.login_interval",
+        out.login_interval,
+        out.login_timeout,
+    );
+    out
+}
+
+fn check_interval(v: &mut V<'_>, path: &str, interval: Duration, timeout: Duration) {
+    if interval < Duration::from_secs(1) {
+        v.at(path, "must be at least 1s");
+    } else if timeout > interval {
+        v.at(
+            path,
+            format!(
+                "is shorter than the timeout ({})",
+                humantime::format_duration(timeout)
+            ),
+        );
+    }
+    if timeout.is_zero() {
+        v.at(path, "timeout must be above 0");
+    }
+}
+
+/// The four public endpoints of a cloud, used when `endpoints:` is not given.
+fn preset_endpoint(cloud: &Cloud, service: &str) -> Option<(String, u16, TlsMode)> {
+    Some(match service {
+        "login" => (cloud.authority_host.to_string(), 443, TlsMode::Implicit),
+        "imap" => (cloud.imap_host.to_string(), 993, TlsMode::Implicit),
+        "pop3" => (cloud.imap_host.to_string(), 995, TlsMode::Implicit),
+        "smtp" => (cloud.smtp_host.to_string(), 587, TlsMode::StarttlsSmtp),
+        "graph" => (cloud.graph_host.to_string(), 443, TlsMode::Implicit),
+        _ => return None,
+    })
+}
+
+const SERVICES: [&str; 5] = ["login", "imap", "pop3", "smtp", "graph"];
+
+fn endpoints(v: &mut V<'_>, raw: &RawConfig, cloud: &Cloud, d: &Defaults) -> Vec<Endpoint> {
+    let Some(list) = &raw.endpoints else {
+        return ["login", "imap", "pop3", "smtp"]
+            .into_iter()
+            .filter_map(|s| {
+                let (host, port, tls) = preset_endpoint(cloud, s)?;
+                Some(Endpoint {
+                    name: s.to_string(),
+                    server_name: host.clone(),
+                    host,
+                    port,
+                    tls,
+                    ca_file: None,
+                    interval: d.interval,
+                    timeout: d.timeout,
+                })
+            })
+            .collect();
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, e) in list.iter().enumerate() {
+        let p = |f: &str| format!("endpoints[{i}].{f}");
+        let name = v.name(&p("name"), &e.name, &mut seen, "endpoint");
+        let preset = match v.get(&p("service"), &e.service) {
+            None => None,
+            Some(s) => match preset_endpoint(cloud, &s) {
+                Some(x) => Some(x),
+                None => {
+                    v.at(
+                        &p("service"),
+                        format!("{s:?} is not a service (one of {})", SERVICES.join(", ")),
+                    );
+                    None
+                }
+            },
+        };
+        let host = match (v.get(&p("host"), &e.host), &preset) {
+            (Some(h), _) => Some(h),
+            (None, Some((h, _, _))) => Some(h.clone()),
+            (None, None) => {
+                if e.service.is_none() {
+                    v.at(
+                        &p("host"),
+                        "is required (or name a `service` of the cloud preset)",
+                    );
+                }
+                None
+            }
+        };
+        let port = match (&e.port, &preset) {
+            (Some(_), _) => v.port(&p("port"), &e.port),
+            (None, Some((_, port, _))) => Some(*port),
+            (None, None) => {
+                if e.service.is_none() {
+                    v.at(&p("port"), "is required");
+                }
+                None
+            }
+        };
+        let tls = match (&e.tls, &preset) {
+            (Some(_), _) => v.tls(&p("tls"), &e.tls),
+            (None, Some((_, _, t))) => Some(*t),
+            (None, None) => Some(TlsMode::Implicit),
+        };
+        let server_name = v.get(&p("server_name"), &e.server_name);
+        let ca_file = v.file(&p("ca_file"), &e.ca_file);
+        let interval = v.duration(&p("interval"), &e.interval, d.interval);
+        let timeout = v.duration(&p("timeout"), &e.timeout, d.timeout);
+        check_interval(v, &p("interval"), interval, timeout);
+        if let (Some(name), Some(host), Some(port), Some(tls)) = (name, host, port, tls) {
+            out.push(Endpoint {
+                name,
+                server_name: server_name.unwrap_or_else(|| host.clone()),
+                host,
+                port,
+                tls,
+                ca_file,
+                interval,
+                timeout,
+            });
+        }
+    }
+    out
+}
+
+struct ServerSet {
+    imap: Server,
+    pop3: Server,
+    smtp: Server,
+}
+
+fn default_servers(cloud: &Cloud) -> ServerSet {
+    let s = |host: &str, port, tls| Server {
+        host: host.to_string(),
+        port,
+        tls,
+        server_name: host.to_string(),
+        ca_file: None,
+    };
+    ServerSet {
+        imap: s(cloud.imap_host, 993, TlsMode::Implicit),
+        pop3: s(cloud.imap_host, 995, TlsMode::Implicit),
+        smtp: s(cloud.smtp_host, 587, TlsMode::StarttlsSmtp),
+    }
+}
+
+fn servers(v: &mut V<'_>, path: &str, raw: Option<&RawServers>, base: &ServerSet) -> ServerSet {
+    let Some(r) = raw else {
+        return ServerSet {
+            imap: base.imap.clone(),
+            pop3: base.pop3.clone(),
+            smtp: base.smtp.clone(),
+        };
+    };
+    ServerSet {
+        imap: server(v, &format!("{path}.imap"), r.imap.as_ref(), &base.imap),
+        pop3: server(v, &format!("{path}.pop3"), r.pop3.as_ref(), &base.pop3),
+        smtp: server(v, &format!("{path}.smtp"), r.smtp.as_ref(), &base.smtp),
+    }
+}
+
+fn server(v: &mut V<'_>, path: &str, raw: Option<&RawServer>, base: &Server) -> Server {
+    let Some(r) = raw else { return base.clone() };
+    let host = v.get(&format!("{path}.host"), &r.host);
+    let server_name = v.get(&format!("{path}.server_name"), &r.server_name);
+    let port = if r.port.is_some() {
+        v.port(&format!("{path}.port"), &r.port)
+    } else {
+        None
+    };
+    let tls = if r.tls.is_some() {
+        v.tls(&format!("{path}.tls"), &r.tls)
+    } else {
+        None
+    };
+    let ca_file = v.file(&format!("{path}.ca_file"), &r.ca_file);
+    let host_changed = host.is_some();
+    let host = host.unwrap_or_else(|| base.host.clone());
+    Server {
+        server_name: server_name.unwrap_or_else(|| {
+            if host_changed {
+                host.clone()
+            } else {
+                base.server_name.clone()
+            }
+        }),
+        host,
+        port: port.unwrap_or(base.port),
+        tls: tls.unwrap_or(base.tls),
+        ca_file: ca_file.or_else(|| base.ca_file.clone()),
+    }
+}
+
+fn looks_like_address(s: &str) -> bool {
+    let mut parts = s.split('@');
+    matches!((parts.next(), parts.next(), parts.next()), (Some(l), Some(d), None) if !l.is_empty() && d.contains('.') && !s.contains(char::is_whitespace))
+}
+
+fn mailboxes(v: &mut V<'_>, raw: &RawConfig, d: &Defaults, base: &ServerSet) -> Vec<Mailbox> {
+    let Some(list) = &raw.mailboxes else {
+        return Vec::new();
+    };
+    let credential_names: Vec<String> = raw
+        .credentials
+        .iter()
+        .flatten()
+        .filter_map(|c| match &c.name {
+            Some(Lenient(Ok(n))) => Some(n.clone()),
+            _ => None,
+        })
+        .collect();
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, m) in list.iter().enumerate() {
+        let p = |f: &str| format!("mailboxes[{i}].{f}");
+        let name = v.name(&p("name"), &m.name, &mut seen, "mailbox");
+        if let Some(n) = &name {
+            if n.contains('@') {
+                v.at(
+                    &p("name"),
+                    "must be a short label, not an e-mail address (it becomes a metric label)",
+                );
+            }
+        }
+        let address = v.required_str(&p("address"), &m.address);
+        if let Some(a) = &address {
+            if !looks_like_address(a) {
+                v.at(&p("address"), format!("{a:?} is not an e-mail address"));
+            }
+        }
+        let login_as = v.get(&p("login_as"), &m.login_as);
+        if let Some(a) = &login_as {
+            if !looks_like_address(a) {
+                v.at(&p("login_as"), format!("{a:?} is not an e-mail address"));
+            }
+        }
+        let credential = v.required_str(&p("credential"), &m.credential);
+        if let Some(c) = &credential {
+            if !credential_names.iter().any(|n| n == c) {
+                v.at(&p("credential"), format!("no credential is named {c:?}"));
+            }
+        }
+        let mut protocols = Vec::new();
+        match &m.protocols {
+            None => v.at(&p("protocols"), "is required (any of imap, pop3, smtp)"),
+            Some(list) if list.is_empty() => v.at(
+                &p("protocols"),
+                "must name at least one of imap, pop3, smtp",
+            ),
+            Some(list) => {
+                for (j, item) in list.iter().enumerate() {
+                    let pp = format!("mailboxes[{i}].protocols[{j}]");
+                    if let Some(s) = v.get(&pp, &Some(item.clone())) {
+                        match Protocol::parse(&s) {
+                            Some(pr) if protocols.contains(&pr) => {
+                                v.at(&pp, format!("{s} is listed twice"))
+                            }
+                            Some(pr) => protocols.push(pr),
+                            None => {
+                                v.at(&pp, format!("{s:?} is not a protocol (imap, pop3, smtp)"))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        let mechanism = match v.get(&p("mechanism"), &m.mechanism).as_deref() {
+            None | Some("xoauth2") => Mechanism::XOAuth2,
+            Some("oauthbearer") => Mechanism::OAuthBearer,
+            Some(other) => {
+                v.at(
+                    &p("mechanism"),
+                    format!("{other:?} is not a mechanism (xoauth2, oauthbearer)"),
+                );
+                Mechanism::XOAuth2
+            }
+        };
+        let smtp_mail_from = v
+            .get(&p("smtp_mail_from"), &m.smtp_mail_from)
+            .unwrap_or(login_as.is_some());
+        let interval = v.duration(&p("interval"), &m.interval, d.login_interval);
+        let timeout = v.duration(&p("timeout"), &m.timeout, d.login_timeout);
+        check_interval(v, &p("interval"), interval, timeout);
+        let set = servers(v, &p("servers"), m.servers.as_ref(), base);
+        if let (Some(name), Some(address)) = (name, address) {
+            out.push(Mailbox {
+                name,
+                address,
+                credential: credential.unwrap_or_default(),
+                protocols,
+                login_as,
+                mechanism,
+                smtp_mail_from,
+                interval,
+                timeout,
+                imap: set.imap,
+                pop3: set.pop3,
+                smtp: set.smtp,
+            });
+        }
+    }
+    out
+}
+
+fn credentials(
+    v: &mut V<'_>,
+    raw: &RawConfig,
+    cloud: &Cloud,
+    d: &Defaults,
+    mailboxes: &[Mailbox],
+) -> Vec<Credential> {
+    let Some(list) = &raw.credentials else {
+        return Vec::new();
+    };
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (i, c) in list.iter().enumerate() {
+        let p = |f: &str| format!("credentials[{i}].{f}");
+        let name = v.name(&p("name"), &c.name, &mut seen, "credential");
+        let tenant = v.required_str(&p("tenant"), &c.tenant);
+        let client_id = v.required_str(&p("client_id"), &c.client_id);
+        let grant = match v.required_str(&p("grant"), &c.grant).as_deref() {
+            Some("client_credentials") => Some(GrantKind::ClientCredentials),
+            Some("refresh_token") => Some(GrantKind::RefreshToken),
+            Some(other) => {
+                v.at(
+                    &p("grant"),
+                    format!("{other:?} is not a grant (client_credentials, refresh_token)"),
+                );
+                None
+            }
+            None => None,
+        };
+        let authority = match v.get(&p("authority"), &c.authority) {
+            Some(a) => match url::Url::parse(&a) {
+                Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => {
+                    a.trim_end_matches('/').to_string()
+                }
+                _ => {
+                    v.at(
+                        &p("authority"),
+                        format!(
+                            "{a:?} is not an https:// URL (http:// only to a loopback address)"
+                        ),
+                    );
+                    format!("https://{}", cloud.authority_host)
+                }
+            },
+            None => format!("https://{}", cloud.authority_host),
+        };
+        let tenant_s = tenant.clone().unwrap_or_default();
+        let token_url = match v.get(&p("token_url"), &c.token_url) {
+            Some(t) => t,
+            None => format!("{authority}/{tenant_s}/oauth2/v2.0/token"),
+        };
+        let client_auth = client_auth(v, i, c);
+        if let (Some(GrantKind::ClientCredentials), ClientAuth::None) = (grant, &client_auth) {
+            v.at(&p("grant"), "client_credentials needs client_secret_file, client_secret_env or client_certificate");
+        }
+        if matches!(grant, Some(GrantKind::ClientCredentials))
+            && matches!(
+                tenant.as_deref(),
+                Some("common" | "organizations" | "consumers")
+            )
+        {
+            v.at(&p("tenant"), "client credentials need the tenant ID or domain, not common/organizations/consumers (AADSTS9001023)");
+        }
+        let name_s = name.clone().unwrap_or_default();
+        let mut protocols: Vec<Protocol> = Vec::new();
+        for m in mailboxes.iter().filter(|m| m.credential == name_s) {
+            for pr in &m.protocols {
+                if !protocols.contains(pr) {
+                    protocols.push(*pr);
+                }
+            }
+        }
+        protocols.sort();
+        let scopes = match &c.scopes {
+            Some(list) => {
+                let mut s = Vec::new();
+                for (j, item) in list.iter().enumerate() {
+                    if let Some(x) = v.get(
+                        &format!("credentials[{i}].scopes[{j}]"),
+                        &Some(item.clone()),
+                    ) {
+                        s.push(x);
+                    }
+                }
+                s
+            }
+            None => default_scopes(cloud, grant, &protocols),
+        };
+        let secret_expires = v
+            .get(&p("secret_expires"), &c.secret_expires)
+            .and_then(|s| match parse_date(&s) {
+                Some(t) => Some(t),
+                None => {
+                    v.at(
+                        &p("secret_expires"),
+                        format!("{s:?} is not a date like 2027-01-31 or 2027-01-31T12:00:00Z"),
+                    );
+                    None
+                }
+            });
+        let redirect_uri = v.get(&p("redirect_uri"), &c.redirect_uri);
+        if let Some(r) = &redirect_uri {
+            if url::Url::parse(r)
+                .map(|u| u.host_str().is_none())
+                .unwrap_or(true)
+            {
+                v.at(&p("redirect_uri"), format!("{r:?} is not an absolute URL"));
+            }
+        }
+        let expected_identity = v.get(&p("expected_identity"), &c.expected_identity);
+        let refresh_ahead = v.duration(
+            &p("refresh_ahead"),
+            &c.refresh_ahead,
+            Duration::from_secs(600),
+        );
+        let interval = v.duration(&p("interval"), &c.interval, d.token_interval);
+        let timeout = v.duration(&p("timeout"), &c.timeout, d.timeout);
+        let ca_file = v.file(&p("ca_file"), &c.ca_file);
+        if let (Some(name), Some(tenant), Some(client_id), Some(grant)) =
+            (name, tenant, client_id, grant)
+        {
+            out.push(Credential {
+                name,
+                authorize_url: format!("{authority}/{tenant}/oauth2/v2.0/authorize"),
+                device_code_url: format!("{authority}/{tenant}/oauth2/v2.0/devicecode"),
+                tenant,
+                client_id,
+                grant,
+                client_auth,
+                authority,
+                token_url,
+                scopes,
+                expected_identity,
+                secret_expires,
+                refresh_ahead,
+                redirect_uri,
+                interval,
+                timeout,
+                ca_file,
+                protocols,
+            });
+        }
+    }
+    out
+}
+
+fn is_loopback(u: &url::Url) -> bool {
+    match u.host() {
+        Some(url::Host::Ipv4(a)) => a.is_loopback(),
+        Some(url::Host::Ipv6(a)) => a.is_loopback(),
+        Some(url::Host::Domain(d)) => d == "localhost",
+        None => false,
+    }
+}
+
+/// Scopes when none are configured (o365-facts.md 3.1, 3.2): app-only tokens use the resource's
+/// `.default`; delegated tokens ask for each protocol the credential's mailboxes use, plus
+/// `offline_access` for a refresh token.
+pub fn default_scopes(
+    cloud: &Cloud,
+    grant: Option<GrantKind>,
+    protocols: &[Protocol],
+) -> Vec<String> {
+    match grant {
+        Some(GrantKind::ClientCredentials) | None => vec![cloud.app_scope.to_string()],
+        Some(GrantKind::RefreshToken) => {
+            let mut s: Vec<String> = protocols
+                .iter()
+                .map(|p| cloud.delegated_scope(*p))
+                .collect();
+            if s.is_empty() {
+                s = Protocol::ALL
+                    .iter()
+                    .map(|p| cloud.delegated_scope(*p))
+                    .collect();
+            }
+            s.push("offline_access".to_string());
+            s
+        }
+    }
+}
+
+fn client_auth(v: &mut V<'_>, i: usize, c: &RawCredential) -> ClientAuth {
+    let p = |f: &str| format!("credentials[{i}].{f}");
+    let mut found: Vec<ClientAuth> = Vec::new();
+    if let Some(s) = v.get(&p("client_secret"), &c.client_secret) {
+        if v.ctx.file_private {
+            found.push(ClientAuth::Secret(SecretString::from(s)));
+        } else {
+            v.at(
+                &p("client_secret"),
+                "an inline secret is refused because the config file is readable by group or others; use client_secret_file or client_secret_env, or chmod 600 the config file",
+            );
+        }
+    }
+    if let Some(path) = v.file(&p("client_secret_file"), &c.client_secret_file) {
+        match std::fs::read_to_string(&path) {
+            Ok(s) if !s.trim().is_empty() => {
+                found.push(ClientAuth::Secret(SecretString::from(s.trim().to_string())))
+            }
+            Ok(_) => v.at(
+                &p("client_secret_file"),
+                format!("{} is empty", path.display()),
+            ),
+            Err(e) => v.at(
+                &p("client_secret_file"),
+                format!("cannot read {}: {e}", path.display()),
+            ),
+        }
+    }
+    if let Some(var) = v.get(&p("client_secret_env"), &c.client_secret_env) {
+        match std::env::var(&var) {
+            Ok(s) if !s.trim().is_empty() => {
+                found.push(ClientAuth::Secret(SecretString::from(s.trim().to_string())))
+            }
+            _ => v.at(
+                &p("client_secret_env"),
+                format!("environment variable {var} is not set or empty"),
+            ),
+        }
+    }
+    if let Some(cc) = &c.client_certificate {
+        let cert = v.file(&p("client_certificate.cert_file"), &cc.cert_file);
+        let key = v.file(&p("client_certificate.key_file"), &cc.key_file);
+        if cc.cert_file.is_none() {
+            v.at(&p("client_certificate.cert_file"), "is required");
+        }
+        if cc.key_file.is_none() {
+            v.at(&p("client_certificate.key_file"), "is required");
+        }
+        if let (Some(cert), Some(key)) = (cert, key) {
+            let cert_der = std::fs::read_to_string(&cert)
+                .ok()
+                .and_then(|t| pem_block(&t, "CERTIFICATE"));
+            let key_der = std::fs::read_to_string(&key)
+                .ok()
+                .and_then(|t| pem_block(&t, "PRIVATE KEY"));
+            match (cert_der, key_der) {
+                (Some(cert_der), Some(key_der)) => found.push(ClientAuth::Certificate {
+                    cert_der,
+                    key_der: SecretBytes(key_der),
+                }),
+                (None, _) => v.at(
+                    &p("client_certificate.cert_file"),
+                    "holds no PEM CERTIFICATE block",
+                ),
+                (_, None) => v.at(
+                    &p("client_certificate.key_file"),
+                    "holds no PEM PRIVATE KEY (PKCS#8) block",
+                ),
+            }
+        }
+    }
+    if found.len() > 1 {
+        v.at(&p("name"), "set only one of client_secret, client_secret_file, client_secret_env, client_certificate");
+    }
+    found.into_iter().next().unwrap_or(ClientAuth::None)
+}
+
+/// The first PEM block labelled `label`, decoded.
+pub fn pem_block(text: &str, label: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let begin = format!("-----BEGIN {label}-----");
+    let end = format!("-----END {label}-----");
+    let start = text.find(&begin)? + begin.len();
+    let stop = start + text[start..].find(&end)?;
+    let b64: String = text[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).ok()
+}
+
+/// `2027-01-31` (midnight UTC) or RFC 3339 -> Unix seconds.
+fn parse_date(s: &str) -> Option<i64> {
+    let s = s.trim();
+    let full = if s.len() == 10 {
+        format!("{s}T00:00:00Z")
+    } else {
+        s.to_string()
+    };
+    let t = humantime::parse_rfc3339_weak(full.trim_end_matches('Z')).ok()?;
+    let secs = t.duration_since(SystemTime::UNIX_EPOCH).ok()?.as_secs();
+    i64::try_from(secs).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx() -> Context {
+        Context {
+            source: "t.yaml".into(),
+            base_dir: PathBuf::from("."),
+            file_private: false,
+        }
+    }
+
+    #[test]
+    fn three_mistakes_are_all_reported_with_lines() {
+        let text = "\
+cloud: worldwide
+endpoints:
+  - name: a
+    host: example.com
+    port: 99999
+  - name: b
+    host: example.com
+    port: 993
+    tls: sometimes
+    colour: blue
+";
+        let err = load(text, &ctx()).unwrap_err();
+        let got: Vec<(Option<usize>, &str)> = err
+            .problems
+            .iter()
+            .map(|p| (p.line, p.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(5), "endpoints[0].port"),
+                (Some(9), "endpoints[1].tls"),
+                (Some(10), "endpoints[1].colour"),
+            ],
+            "{err}"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("t.yaml:5:11: endpoints[0].port: 99999 is not a port"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn wrong_types_and_durations_are_collected() {
+        let text = "defaults:\n  interval: soon\n  timeout: 5x\nendpoints:\n  - name: a\n    host: h\n    port: abc\n";
+        let err = load(text, &ctx()).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec!["defaults.interval", "defaults.timeout", "endpoints[0].port"],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn yaml_syntax_error_has_a_line() {
+        let err = load("endpoints: [\n  - a\n", &ctx()).unwrap_err();
+        assert_eq!(err.problems.len(), 1);
+        assert!(err.problems[0].line.is_some(), "{err}");
+    }
+
+    #[test]
+    fn mailbox_needs_known_credential_and_short_name() {
+        let text = "\
+mailboxes:
+  - name: support@contoso.com
+    address: support@contoso.com
+    credential: nope
+    protocols: [imap, gopher]
+";
+        let err = load(text, &ctx()).unwrap_err();
+        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            vec![
+                "mailboxes[0].name",
+                "mailboxes[0].credential",
+                "mailboxes[0].protocols[1]"
+            ],
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn inline_secret_refused_in_readable_file() {
+        let text = "\
+credentials:
+  - name: app
+    tenant: contoso.onmicrosoft.com
+    client_id: 11111111-2222-3333-4444-555555555555
+    grant: client_credentials
+    client_secret: CANARY-inline-secret
+";
+        let err = load(text, &ctx()).unwrap_err();
+        let s = err.to_string();
+        assert!(
+            s.contains("credentials[0].client_secret: an inline secret is refused"),
+            "{s}"
+        );
+        assert!(!s.contains("CANARY"), "secret leaked into the error: {s}");
+        let mut c = ctx();
+        c.file_private = true;
+        let cfg = load(text, &c).unwrap();
+        assert_eq!(
+            cfg.credentials[0].scopes,
+            vec!["https://outlook.office365.com/.default"]
+        );
+    }
+
+    #[test]
+    fn delegated_default_scopes_follow_mailbox_protocols() {
+        let text = "\
+credentials:
+  - name: user
+    tenant: contoso.onmicrosoft.com
+    client_id: 11111111-2222-3333-4444-555555555555
+    grant: refresh_token
+mailboxes:
+  - name: support
+    address: support@contoso.com
+    credential: user
+    protocols: [smtp, imap]
+";
+        let cfg = load(text, &ctx()).unwrap();
+        assert_eq!(
+            cfg.credentials[0].scopes,
+            vec![
+                "https://outlook.office.com/IMAP.AccessAsUser.All",
+                "https://outlook.office.com/SMTP.Send",
+                "offline_access"
+            ]
+        );
+        assert_eq!(cfg.mailboxes[0].imap.host, "outlook.office365.com");
+    }
+
+    #[test]
+    fn dates_parse() {
+        assert_eq!(parse_date("1970-01-02"), Some(86400));
+        assert_eq!(parse_date("1970-01-01T00:01:00Z"), Some(60));
+        assert_eq!(parse_date("31.01.2027"), None);
+    }
+}

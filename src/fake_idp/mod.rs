@@ -1,0 +1,1 @@
+//! A fake of Microsoft's identity platform (filled in by the token work).

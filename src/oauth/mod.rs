@@ -1,0 +1,1 @@
+//! OAuth2 token sources (filled in by the token work).

@@ -1,0 +1,201 @@
+//! Reachability probe of one configured endpoint: DNS, TCP connect, for STARTTLS modes the
+//! plain-text exchange up to STARTTLS, then the TLS handshake. It never authenticates.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::line::{recv_smtp_reply, BoxStream, LineConn};
+use super::tls::TlsClient;
+use super::{tcp, Outcome, Phase, ProbeError, Reason, Recorder};
+use crate::config::{Endpoint, TlsMode};
+
+/// Name sent in EHLO by every probe.
+pub const EHLO_NAME: &str = "o365-mail-exporter.invalid";
+
+/// Check `ep` once. `tls` must be the client for `ep.ca_file`.
+pub async fn probe(ep: &Endpoint, tls: &TlsClient) -> Outcome {
+    let mut rec = Recorder::new();
+    let deadline = Instant::now() + ep.timeout;
+    match run(&mut rec, ep, tls, deadline).await {
+        Ok(stream) => {
+            drop(stream);
+            let what = match &rec.tls {
+                Some(t) if !t.version.is_empty() => {
+                    format!("reachable, {} handshake ok", t.version)
+                }
+                _ => "reachable".to_string(),
+            };
+            rec.success(what)
+        }
+        Err(e) => rec.failure(e.phase, e.reason, e.detail),
+    }
+}
+
+async fn run(
+    rec: &mut Recorder,
+    ep: &Endpoint,
+    tls: &TlsClient,
+    deadline: Instant,
+) -> Result<BoxStream, ProbeError> {
+    let tcp = tcp::connect(rec, &ep.host, ep.port, deadline).await?;
+    let stream: BoxStream = Box::new(tcp);
+    if ep.tls == TlsMode::None {
+        return Ok(stream);
+    }
+    let stream = if ep.tls.is_starttls() {
+        let conn = LineConn::new(stream);
+        let t = Instant::now();
+        let conn = match ep.tls {
+            TlsMode::StarttlsSmtp => starttls_smtp(rec, conn, deadline, t).await?,
+            TlsMode::StarttlsImap => starttls_imap(rec, conn, deadline, t).await?,
+            TlsMode::StarttlsPop3 => starttls_pop3(rec, conn, deadline, t).await?,
+            _ => conn,
+        };
+        rec.record(Phase::Starttls, t.elapsed());
+        conn.into_stream(Phase::Starttls)?
+    } else {
+        stream
+    };
+    tls.handshake(rec, stream, &ep.server_name, deadline).await
+}
+
+/// `220` greeting (possibly multi-line), `EHLO`, `STARTTLS` must be offered, `220` to STARTTLS.
+pub async fn starttls_smtp(
+    rec: &mut Recorder,
+    mut conn: LineConn,
+    deadline: Instant,
+    started: Instant,
+) -> Result<LineConn, ProbeError> {
+    let greeting = recv_smtp_reply(&mut conn, rec, Phase::Greeting, deadline).await?;
+    rec.record(Phase::Greeting, started.elapsed());
+    if greeting.code != 220 {
+        return Err(ProbeError::new(
+            Phase::Greeting,
+            Reason::ProtocolError,
+            format!("greeting {} instead of 220", greeting.code),
+        ));
+    }
+    conn.send(rec, Phase::Starttls, deadline, &format!("EHLO {EHLO_NAME}"))
+        .await?;
+    let ehlo = recv_smtp_reply(&mut conn, rec, Phase::Starttls, deadline).await?;
+    if ehlo.code != 250 {
+        return Err(ProbeError::new(
+            Phase::Starttls,
+            Reason::ProtocolError,
+            format!("EHLO answered {}", ehlo.code),
+        ));
+    }
+    if !ehlo
+        .lines
+        .iter()
+        .skip(1)
+        .any(|l| l.trim().eq_ignore_ascii_case("STARTTLS"))
+    {
+        return Err(ProbeError::new(
+            Phase::Starttls,
+            Reason::StarttlsUnsupported,
+            "server does not offer STARTTLS in its EHLO reply",
+        ));
+    }
+    conn.send(rec, Phase::Starttls, deadline, "STARTTLS")
+        .await?;
+    let r = recv_smtp_reply(&mut conn, rec, Phase::Starttls, deadline).await?;
+    if r.code != 220 {
+        return Err(ProbeError::new(
+            Phase::Starttls,
+            Reason::StarttlsUnsupported,
+            format!("STARTTLS answered {} {}", r.code, r.text()),
+        ));
+    }
+    Ok(conn)
+}
+
+/// `* OK` greeting, `CAPABILITY` must list `STARTTLS`, `STARTTLS` must be answered `OK`.
+async fn starttls_imap(
+    rec: &mut Recorder,
+    mut conn: LineConn,
+    deadline: Instant,
+    started: Instant,
+) -> Result<LineConn, ProbeError> {
+    let greeting = conn.recv(rec, Phase::Greeting, deadline).await?;
+    rec.record(Phase::Greeting, started.elapsed());
+    if !greeting.starts_with("* OK") {
+        return Err(ProbeError::new(
+            Phase::Greeting,
+            Reason::ProtocolError,
+            "IMAP greeting is not * OK",
+        ));
+    }
+    conn.send(rec, Phase::Starttls, deadline, "A1 CAPABILITY")
+        .await?;
+    let mut offered = false;
+    for _ in 0..super::line::MAX_REPLY_LINES {
+        let l = conn.recv(rec, Phase::Starttls, deadline).await?;
+        if l.starts_with("* CAPABILITY") {
+            offered |= l
+                .split_ascii_whitespace()
+                .any(|w| w.eq_ignore_ascii_case("STARTTLS"));
+        } else if l.starts_with("A1 ") {
+            break;
+        }
+    }
+    if !offered {
+        return Err(ProbeError::new(
+            Phase::Starttls,
+            Reason::StarttlsUnsupported,
+            "server does not list STARTTLS",
+        ));
+    }
+    conn.send(rec, Phase::Starttls, deadline, "A2 STARTTLS")
+        .await?;
+    for _ in 0..super::line::MAX_REPLY_LINES {
+        let l = conn.recv(rec, Phase::Starttls, deadline).await?;
+        if let Some(rest) = l.strip_prefix("A2 ") {
+            if rest.starts_with("OK") {
+                return Ok(conn);
+            }
+            return Err(ProbeError::new(
+                Phase::Starttls,
+                Reason::StarttlsUnsupported,
+                format!("STARTTLS answered {rest}"),
+            ));
+        }
+    }
+    Err(ProbeError::new(
+        Phase::Starttls,
+        Reason::ReplyTooLong,
+        "no tagged answer to STARTTLS",
+    ))
+}
+
+/// `+OK` greeting, `STLS` answered `+OK` (RFC 2595).
+async fn starttls_pop3(
+    rec: &mut Recorder,
+    mut conn: LineConn,
+    deadline: Instant,
+    started: Instant,
+) -> Result<LineConn, ProbeError> {
+    let greeting = conn.recv(rec, Phase::Greeting, deadline).await?;
+    rec.record(Phase::Greeting, started.elapsed());
+    if !greeting.starts_with("+OK") {
+        return Err(ProbeError::new(
+            Phase::Greeting,
+            Reason::ProtocolError,
+            "POP3 greeting is not +OK",
+        ));
+    }
+    conn.send(rec, Phase::Starttls, deadline, "STLS").await?;
+    let l = conn.recv(rec, Phase::Starttls, deadline).await?;
+    if !l.starts_with("+OK") {
+        return Err(ProbeError::new(
+            Phase::Starttls,
+            Reason::StarttlsUnsupported,
+            "STLS refused",
+        ));
+    }
+    Ok(conn)
+}
+
+/// How long a probe waits for a polite close after it is done.
+pub const CLOSE_GRACE: Duration = Duration::from_millis(200);

@@ -1,0 +1,1 @@
+//! imap (filled in by the mailbox-login work).

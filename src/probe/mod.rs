@@ -1,0 +1,502 @@
+//! Probes: one network check each, measured phase by phase.
+//!
+//! A failed probe is a successful measurement: every probe returns an [`Outcome`] (success flag,
+//! the phase that failed, one bounded [`Reason`], per-phase timings, TLS facts and a redacted
+//! transcript), never an `Err`. The reasons are one closed enum shared by the endpoint probe and
+//! the mailbox logins so that alerts, dashboards and runbooks key on a fixed vocabulary.
+
+pub mod endpoint;
+pub mod imap;
+pub mod line;
+pub mod pop3;
+pub mod sasl;
+pub mod smtp;
+pub mod tcp;
+pub mod tls;
+
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// Why a check failed. Rendered as the `reason` label; the set is closed and documented in
+/// `docs/reasons.md`. `Ok` is the reason of a successful check, `Pending` of one not yet run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    Ok,
+    Pending,
+    // network
+    Dns,
+    ConnectRefused,
+    ConnectTimeout,
+    ConnectError,
+    // tls
+    TlsHandshake,
+    TlsVersion,
+    CertExpired,
+    CertNotYetValid,
+    CertUntrusted,
+    CertNameMismatch,
+    // protocol
+    StarttlsUnsupported,
+    ProtocolError,
+    ConnectionClosed,
+    ReplyTooLong,
+    Timeout,
+    // login
+    AuthMechanismUnsupported,
+    AuthRejected,
+    SmtpAuthDisabled,
+    BasicAuthDisabled,
+    SecurityDefaults,
+    PolicyRejected,
+    MailboxNotConnected,
+    MailboxUnavailable,
+    SendAsDenied,
+    Throttled,
+    ConcurrentLimit,
+    TokenUnavailable,
+}
+
+impl Reason {
+    /// Every reason, in documentation order.
+    pub const ALL: &'static [Reason] = &[
+        Reason::Ok,
+        Reason::Pending,
+        Reason::Dns,
+        Reason::ConnectRefused,
+        Reason::ConnectTimeout,
+        Reason::ConnectError,
+        Reason::TlsHandshake,
+        Reason::TlsVersion,
+        Reason::CertExpired,
+        Reason::CertNotYetValid,
+        Reason::CertUntrusted,
+        Reason::CertNameMismatch,
+        Reason::StarttlsUnsupported,
+        Reason::ProtocolError,
+        Reason::ConnectionClosed,
+        Reason::ReplyTooLong,
+        Reason::Timeout,
+        Reason::AuthMechanismUnsupported,
+        Reason::AuthRejected,
+        Reason::SmtpAuthDisabled,
+        Reason::BasicAuthDisabled,
+        Reason::SecurityDefaults,
+        Reason::PolicyRejected,
+        Reason::MailboxNotConnected,
+        Reason::MailboxUnavailable,
+        Reason::SendAsDenied,
+        Reason::Throttled,
+        Reason::ConcurrentLimit,
+        Reason::TokenUnavailable,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::Pending => "pending",
+            Reason::Dns => "dns",
+            Reason::ConnectRefused => "connect_refused",
+            Reason::ConnectTimeout => "connect_timeout",
+            Reason::ConnectError => "connect_error",
+            Reason::TlsHandshake => "tls_handshake",
+            Reason::TlsVersion => "tls_version",
+            Reason::CertExpired => "cert_expired",
+            Reason::CertNotYetValid => "cert_not_yet_valid",
+            Reason::CertUntrusted => "cert_untrusted",
+            Reason::CertNameMismatch => "cert_name_mismatch",
+            Reason::StarttlsUnsupported => "starttls_unsupported",
+            Reason::ProtocolError => "protocol_error",
+            Reason::ConnectionClosed => "connection_closed",
+            Reason::ReplyTooLong => "reply_too_long",
+            Reason::Timeout => "timeout",
+            Reason::AuthMechanismUnsupported => "auth_mechanism_unsupported",
+            Reason::AuthRejected => "auth_rejected",
+            Reason::SmtpAuthDisabled => "smtp_auth_disabled",
+            Reason::BasicAuthDisabled => "basic_auth_disabled",
+            Reason::SecurityDefaults => "security_defaults",
+            Reason::PolicyRejected => "policy_rejected",
+            Reason::MailboxNotConnected => "mailbox_not_connected",
+            Reason::MailboxUnavailable => "mailbox_unavailable",
+            Reason::SendAsDenied => "send_as_denied",
+            Reason::Throttled => "throttled",
+            Reason::ConcurrentLimit => "concurrent_limit",
+            Reason::TokenUnavailable => "token_unavailable",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One timed step of a check. Rendered as the `phase` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Phase {
+    /// Name resolution.
+    Dns,
+    /// TCP connect.
+    Connect,
+    /// Server greeting (banner) read.
+    Greeting,
+    /// Plain-text part before TLS in STARTTLS modes: capabilities, EHLO, STARTTLS command.
+    Starttls,
+    /// TLS handshake.
+    Tls,
+    /// Capability listing after TLS (IMAP CAPABILITY, SMTP EHLO).
+    Capability,
+    /// SASL authentication.
+    Auth,
+    /// Mailbox access after login (IMAP EXAMINE, POP3 STAT, SMTP MAIL FROM + RSET).
+    Mailbox,
+    /// LOGOUT / QUIT.
+    Logout,
+}
+
+impl Phase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Dns => "dns",
+            Phase::Connect => "connect",
+            Phase::Greeting => "greeting",
+            Phase::Starttls => "starttls",
+            Phase::Tls => "tls",
+            Phase::Capability => "capability",
+            Phase::Auth => "auth",
+            Phase::Mailbox => "mailbox",
+            Phase::Logout => "logout",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Mail protocols a mailbox can be checked over. Rendered as the `protocol` label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Imap,
+    Pop3,
+    Smtp,
+}
+
+impl Protocol {
+    pub const ALL: [Protocol; 3] = [Protocol::Imap, Protocol::Pop3, Protocol::Smtp];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Imap => "imap",
+            Protocol::Pop3 => "pop3",
+            Protocol::Smtp => "smtp",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the TLS handshake showed. Certificate facts are kept even when verification failed,
+/// which is exactly when an operator needs them (an expired or intercepted certificate).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct TlsFacts {
+    /// `TLSv1.2` or `TLSv1.3`; empty when the handshake did not finish.
+    pub version: String,
+    /// IANA cipher suite name; empty when the handshake did not finish.
+    pub cipher: String,
+    /// Leaf certificate notAfter, Unix seconds.
+    pub cert_not_after: Option<i64>,
+    /// Leaf certificate notBefore, Unix seconds.
+    pub cert_not_before: Option<i64>,
+    /// Leaf subject and issuer, for the status page and transcript (never labels).
+    pub cert_subject: String,
+    pub cert_issuer: String,
+    /// Whether chain and name verification succeeded.
+    pub verified: bool,
+    /// The verifier's complaint, when it had one.
+    pub verify_error: Option<String>,
+}
+
+/// A line of a check's transcript: what was sent (`C:`), received (`S:`) or noted (`*`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TranscriptLine {
+    /// Milliseconds since the check started.
+    pub at_ms: u64,
+    pub dir: Dir,
+    /// The line, already redacted; bounded in length.
+    pub text: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dir {
+    Sent,
+    Received,
+    Note,
+}
+
+impl Dir {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Dir::Sent => "C:",
+            Dir::Received => "S:",
+            Dir::Note => "* ",
+        }
+    }
+}
+
+/// Most lines a transcript keeps; later lines are counted, not stored.
+pub const TRANSCRIPT_MAX_LINES: usize = 200;
+/// Longest transcript line kept; longer ones are cut with a marker.
+pub const TRANSCRIPT_MAX_LINE: usize = 512;
+
+/// The redacted protocol conversation of one check, bounded in lines and line length.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Transcript {
+    pub lines: Vec<TranscriptLine>,
+    pub dropped: usize,
+}
+
+impl Transcript {
+    pub fn push(&mut self, at: Duration, dir: Dir, text: &str) {
+        if self.lines.len() >= TRANSCRIPT_MAX_LINES {
+            self.dropped += 1;
+            return;
+        }
+        let mut text: String = text
+            .chars()
+            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+            .take(TRANSCRIPT_MAX_LINE)
+            .collect();
+        if text.len() >= TRANSCRIPT_MAX_LINE {
+            text.push_str(" [...]");
+        }
+        self.lines.push(TranscriptLine {
+            at_ms: at.as_millis() as u64,
+            dir,
+            text,
+        });
+    }
+
+    /// Plain-text rendering, one line each: `+12ms C: EHLO probe`.
+    pub fn render_text(&self) -> String {
+        let mut out = String::new();
+        for l in &self.lines {
+            out.push_str(&format!("+{}ms {} {}\n", l.at_ms, l.dir.as_str(), l.text));
+        }
+        if self.dropped > 0 {
+            out.push_str(&format!("[{} more lines not kept]\n", self.dropped));
+        }
+        out
+    }
+}
+
+/// The result of one check run.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    pub success: bool,
+    pub reason: Reason,
+    /// The phase that failed, if any.
+    pub failed_phase: Option<Phase>,
+    /// Time spent in each phase that ran, in order.
+    pub phases: Vec<(Phase, Duration)>,
+    /// Wall-clock start of the check.
+    pub started: SystemTime,
+    /// Total duration of the check.
+    pub duration: Duration,
+    pub tls: Option<TlsFacts>,
+    /// One human sentence about the result (no secrets), for the status page and logs.
+    pub detail: String,
+    pub transcript: Transcript,
+    /// INBOX message count (IMAP EXAMINE, POP3 STAT).
+    pub messages: Option<u64>,
+    /// Exchange's "Suggested Backoff Time" or a similar hint; the scheduler waits at least this.
+    pub backoff: Option<Duration>,
+    /// Free-form diagnostic facts for the status page (for example the Exchange backend server
+    /// decoded from the IMAP greeting). Never labels.
+    pub facts: Vec<(String, String)>,
+}
+
+impl Outcome {
+    /// The placeholder published for a configured check before its first run.
+    pub fn pending() -> Outcome {
+        Outcome {
+            success: false,
+            reason: Reason::Pending,
+            failed_phase: None,
+            phases: Vec::new(),
+            started: SystemTime::UNIX_EPOCH,
+            duration: Duration::ZERO,
+            tls: None,
+            detail: "not checked yet".to_string(),
+            transcript: Transcript::default(),
+            messages: None,
+            backoff: None,
+            facts: Vec::new(),
+        }
+    }
+
+    pub fn is_pending(&self) -> bool {
+        self.reason == Reason::Pending
+    }
+
+    pub fn phase_duration(&self, phase: Phase) -> Option<Duration> {
+        self.phases
+            .iter()
+            .find(|(p, _)| *p == phase)
+            .map(|(_, d)| *d)
+    }
+}
+
+/// Builds an [`Outcome`] while a check runs: stamps phases against one start instant and keeps
+/// the transcript. Probes call [`Recorder::phase`] around each step.
+#[derive(Debug)]
+pub struct Recorder {
+    start: tokio::time::Instant,
+    started: SystemTime,
+    phases: Vec<(Phase, Duration)>,
+    pub transcript: Transcript,
+    pub tls: Option<TlsFacts>,
+    pub messages: Option<u64>,
+    pub backoff: Option<Duration>,
+    pub facts: Vec<(String, String)>,
+}
+
+impl Default for Recorder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Recorder {
+    pub fn new() -> Recorder {
+        Recorder {
+            start: tokio::time::Instant::now(),
+            started: SystemTime::now(),
+            phases: Vec::new(),
+            transcript: Transcript::default(),
+            tls: None,
+            messages: None,
+            backoff: None,
+            facts: Vec::new(),
+        }
+    }
+
+    pub fn elapsed(&self) -> Duration {
+        self.start.elapsed()
+    }
+
+    /// Record that `phase` took `took`.
+    pub fn record(&mut self, phase: Phase, took: Duration) {
+        self.phases.push((phase, took));
+    }
+
+    pub fn note(&mut self, dir: Dir, text: &str) {
+        let at = self.elapsed();
+        self.transcript.push(at, dir, text);
+    }
+
+    pub fn fact(&mut self, key: &str, value: impl Into<String>) {
+        self.facts.push((key.to_string(), value.into()));
+    }
+
+    /// Finish as a success.
+    pub fn success(self, detail: impl Into<String>) -> Outcome {
+        self.finish(true, Reason::Ok, None, detail.into())
+    }
+
+    /// Finish as a failure in `phase` with `reason`.
+    pub fn failure(self, phase: Phase, reason: Reason, detail: impl Into<String>) -> Outcome {
+        self.finish(false, reason, Some(phase), detail.into())
+    }
+
+    fn finish(
+        mut self,
+        success: bool,
+        reason: Reason,
+        failed_phase: Option<Phase>,
+        detail: String,
+    ) -> Outcome {
+        let duration = self.elapsed();
+        if !success {
+            self.note(
+                Dir::Note,
+                &format!("failed in {}: {reason}: {detail}", phase_str(failed_phase)),
+            );
+        }
+        Outcome {
+            success,
+            reason,
+            failed_phase,
+            phases: self.phases,
+            started: self.started,
+            duration,
+            tls: self.tls,
+            detail,
+            transcript: self.transcript,
+            messages: self.messages,
+            backoff: self.backoff,
+            facts: self.facts,
+        }
+    }
+}
+
+fn phase_str(p: Option<Phase>) -> &'static str {
+    p.map(Phase::as_str).unwrap_or("-")
+}
+
+/// A probe failure on the way: the phase, the reason and a sentence. Probes use `?` on steps
+/// returning this and convert it into a failed [`Outcome`] at the end.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{phase}: {reason}: {detail}")]
+pub struct ProbeError {
+    pub phase: Phase,
+    pub reason: Reason,
+    pub detail: String,
+}
+
+impl ProbeError {
+    pub fn new(phase: Phase, reason: Reason, detail: impl Into<String>) -> ProbeError {
+        ProbeError {
+            phase,
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_names_are_unique_snake_case() {
+        let mut seen = std::collections::HashSet::new();
+        for r in Reason::ALL {
+            let s = r.as_str();
+            assert!(s.chars().all(|c| c.is_ascii_lowercase() || c == '_'), "{s}");
+            assert!(seen.insert(s), "duplicate {s}");
+        }
+    }
+
+    #[test]
+    fn transcript_is_bounded() {
+        let mut t = Transcript::default();
+        let long = "x".repeat(10_000);
+        for _ in 0..(TRANSCRIPT_MAX_LINES + 5) {
+            t.push(Duration::ZERO, Dir::Received, &long);
+        }
+        assert_eq!(t.lines.len(), TRANSCRIPT_MAX_LINES);
+        assert_eq!(t.dropped, 5);
+        assert!(t.lines[0].text.len() < TRANSCRIPT_MAX_LINE + 10);
+    }
+}

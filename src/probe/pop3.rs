@@ -1,0 +1,1 @@
+//! pop3 (filled in by the mailbox-login work).

@@ -1,0 +1,1 @@
+//! smtp (filled in by the mailbox-login work).

@@ -1,0 +1,3 @@
+//! Helpers shared by the integration tests: generated certificates, scripted servers, the
+//! exporter as a child process.
+#![allow(dead_code)]

@@ -1,0 +1,8 @@
+//! The one integration-test binary (one link step). Each area is a module under `tests/it/`;
+//! shared fakes and helpers are under `tests/support/`.
+
+#[path = "support/mod.rs"]
+mod support;
+
+#[path = "it/config_files.rs"]
+mod config_files;
