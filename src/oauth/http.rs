@@ -1,0 +1,345 @@
+//! The one HTTP client of the token work, and the `oauth2::AsyncHttpClient` adapter over it.
+//!
+//! Every token-endpoint call goes through [`HttpClient::send`]: redirects off (a token endpoint
+//! never redirects; a redirect means a proxy or captive portal, and following it could carry a
+//! secret elsewhere), a deadline over the whole exchange including the body, and a body cap read
+//! chunk by chunk so a runaway answer cannot grow memory. TLS is rustls with the aws-lc-rs
+//! provider and either the Mozilla roots or the credential's `ca_file`, so `ring` stays out of
+//! the tree and only one reqwest is built (oauth2's own reqwest feature is off).
+//!
+//! The adapter [`Exchange`] also keeps what oauth2 throws away but classification needs: the
+//! HTTP status, `Retry-After`, the content type and the body length.
+
+use std::future::Future;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+use rustls::RootCertStore;
+use rustls_pki_types::pem::PemObject;
+
+use super::error::TokenReason;
+use super::OauthError;
+
+/// Largest response body read from the identity platform; real answers are a few kB.
+pub const MAX_BODY: usize = 1 << 20;
+/// Longest `Retry-After` honoured; a larger value is treated as this (a broken proxy must not
+/// silence the exporter for a day).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// Why an HTTP exchange produced no response. Messages carry no request data (bodies hold
+/// secrets) and no response body.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum HttpError {
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("cannot reach the server: {0}")]
+    Network(String),
+    #[error("the response body is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("invalid request: {0}")]
+    Request(String),
+}
+
+impl HttpError {
+    pub fn reason(&self) -> TokenReason {
+        match self {
+            HttpError::Timeout(_) => TokenReason::Timeout,
+            HttpError::Network(_) => TokenReason::Network,
+            HttpError::TooLarge(_) => TokenReason::BadResponse,
+            HttpError::Request(_) => TokenReason::ConfigError,
+        }
+    }
+}
+
+/// A reusable HTTP client for one trust setting and deadline.
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    inner: reqwest::Client,
+    timeout: Duration,
+}
+
+impl HttpClient {
+    /// Trust the Mozilla roots (webpki-root-certs), or only the certificates in `ca_file`.
+    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<HttpClient, OauthError> {
+        let roots = roots(ca_file)?;
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .map_err(|e| OauthError::Http(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        // reqwest is built without HTTP/2
+        tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let inner = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(timeout)
+            .timeout(timeout)
+            .user_agent(concat!("o365-mail-exporter/", env!("CARGO_PKG_VERSION")))
+            .tls_backend_preconfigured(tls)
+            .build()
+            .map_err(|e| OauthError::Http(e.to_string()))?;
+        Ok(HttpClient { inner, timeout })
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Send `req` and read at most [`MAX_BODY`] bytes of the answer, all before the deadline.
+    pub async fn send(
+        &self,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, HttpError> {
+        let timeout = self.timeout;
+        match tokio::time::timeout(timeout, self.send_inner(req)).await {
+            Ok(r) => r,
+            Err(_) => Err(HttpError::Timeout(timeout)),
+        }
+    }
+
+    async fn send_inner(
+        &self,
+        req: http::Request<Vec<u8>>,
+    ) -> Result<http::Response<Vec<u8>>, HttpError> {
+        let req = reqwest::Request::try_from(req).map_err(|e| HttpError::Request(e.to_string()))?;
+        let mut resp = self.inner.execute(req).await.map_err(|e| self.map(e))?;
+        let mut builder = http::Response::builder().status(resp.status());
+        if let Some(h) = builder.headers_mut() {
+            *h = resp.headers().clone();
+        }
+        if resp.content_length().is_some_and(|n| n > MAX_BODY as u64) {
+            return Err(HttpError::TooLarge(MAX_BODY));
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map(e))? {
+            if body.len() + chunk.len() > MAX_BODY {
+                return Err(HttpError::TooLarge(MAX_BODY));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        builder
+            .body(body)
+            .map_err(|e| HttpError::Request(e.to_string()))
+    }
+
+    /// POST a form and return the raw answer (device code flow, which oauth2 would parse with
+    /// an error type that drops Microsoft's fields).
+    pub async fn post_form(
+        &self,
+        url: &str,
+        params: &[(&str, &str)],
+    ) -> Result<http::Response<Vec<u8>>, HttpError> {
+        let body = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params)
+            .finish()
+            .into_bytes();
+        let req = http::Request::builder()
+            .method(http::Method::POST)
+            .uri(url)
+            .header(http::header::ACCEPT, "application/json")
+            .header(
+                http::header::CONTENT_TYPE,
+                "application/x-www-form-urlencoded",
+            )
+            .body(body)
+            .map_err(|e| HttpError::Request(e.to_string()))?;
+        self.send(req).await
+    }
+
+    fn map(&self, e: reqwest::Error) -> HttpError {
+        if e.is_timeout() {
+            HttpError::Timeout(self.timeout)
+        } else {
+            HttpError::Network(error_chain(&e.without_url()))
+        }
+    }
+}
+
+/// `outer: inner: innermost`, so "connection refused" is visible (reqwest's own Display only
+/// says "error sending request").
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(inner) = cur {
+        let t = inner.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = inner.source();
+    }
+    s
+}
+
+fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, OauthError> {
+    let mut roots = RootCertStore::empty();
+    match ca_file {
+        None => {
+            roots.add_parsable_certificates(
+                webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned(),
+            );
+        }
+        Some(path) => {
+            let data = std::fs::read(path).map_err(|e| {
+                OauthError::Http(format!("cannot read CA file {}: {e}", path.display()))
+            })?;
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&data)
+                .filter_map(Result::ok)
+                .collect();
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(OauthError::Http(format!(
+                    "CA file {} holds no usable certificate",
+                    path.display()
+                )));
+            }
+        }
+    }
+    Ok(roots)
+}
+
+/// What the last exchange answered, beyond what oauth2 reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub status: u16,
+    pub retry_after: Option<Duration>,
+    pub content_type: Option<String>,
+    pub body_len: usize,
+}
+
+/// `Retry-After` as delay-seconds (what Microsoft sends, o365-facts.md 9); HTTP dates are
+/// ignored (the backoff applies instead).
+pub fn retry_after(headers: &http::HeaderMap) -> Option<Duration> {
+    let v = headers.get(http::header::RETRY_AFTER)?.to_str().ok()?;
+    let secs: u64 = v.trim().parse().ok()?;
+    Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER))
+}
+
+impl Meta {
+    pub fn of(resp: &http::Response<Vec<u8>>) -> Meta {
+        Meta {
+            status: resp.status().as_u16(),
+            retry_after: retry_after(resp.headers()),
+            content_type: resp
+                .headers()
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|s| s.chars().take(80).collect()),
+            body_len: resp.body().len(),
+        }
+    }
+}
+
+/// One oauth2 request's HTTP client: forwards to [`HttpClient`] and records [`Meta`].
+pub struct Exchange {
+    http: HttpClient,
+    meta: Mutex<Option<Meta>>,
+}
+
+impl Exchange {
+    /// `http` is cloned (cheap: reqwest's client is shared), which keeps the adapter free of
+    /// lifetimes; a borrowed one trips rustc's higher-ranked `Send` check in spawned tasks.
+    pub fn new(http: &HttpClient) -> Exchange {
+        Exchange {
+            http: http.clone(),
+            meta: Mutex::new(None),
+        }
+    }
+
+    /// What the server answered; None when no answer came (network error, timeout).
+    pub fn meta(&self) -> Option<Meta> {
+        self.meta.lock().map(|m| m.clone()).unwrap_or(None)
+    }
+}
+
+impl<'c> oauth2::AsyncHttpClient<'c> for Exchange {
+    type Error = HttpError;
+    type Future =
+        Pin<Box<dyn Future<Output = Result<oauth2::HttpResponse, HttpError>> + Send + 'c>>;
+
+    fn call(&'c self, request: oauth2::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let resp = self.http.send(request).await?;
+            if let Ok(mut m) = self.meta.lock() {
+                *m = Some(Meta::of(&resp));
+            }
+            Ok(resp)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds_capped_and_dates_ignored() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(retry_after(&h), None);
+        h.insert(http::header::RETRY_AFTER, "60".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(60)));
+        h.insert(http::header::RETRY_AFTER, "999999".parse().unwrap());
+        assert_eq!(retry_after(&h), Some(MAX_RETRY_AFTER));
+        h.insert(
+            http::header::RETRY_AFTER,
+            "Wed, 21 Oct 2026 07:28:00 GMT".parse().unwrap(),
+        );
+        assert_eq!(retry_after(&h), None);
+    }
+
+    #[test]
+    fn client_builds_with_builtin_roots_and_rejects_an_empty_ca_file() {
+        assert!(HttpClient::new(None, Duration::from_secs(1)).is_ok());
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("ca.pem");
+        std::fs::write(&f, "not a certificate").unwrap();
+        let e = HttpClient::new(Some(&f), Duration::from_secs(1)).unwrap_err();
+        assert!(e.to_string().contains("no usable certificate"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn oversized_and_unreachable_answers_are_classified() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await;
+            let chunk = vec![b'a'; 64 * 1024];
+            for _ in 0..40 {
+                let head = format!("{:x}\r\n", chunk.len());
+                if s.write_all(head.as_bytes()).await.is_err()
+                    || s.write_all(&chunk).await.is_err()
+                    || s.write_all(b"\r\n").await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let c = HttpClient::new(None, Duration::from_secs(5)).unwrap();
+        let e = c
+            .post_form(&format!("http://{addr}/token"), &[("a", "b")])
+            .await
+            .unwrap_err();
+        assert!(matches!(e, HttpError::TooLarge(_)), "{e}");
+        assert_eq!(e.reason(), TokenReason::BadResponse);
+
+        // nothing listens on a port we just released
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        drop(l);
+        let e = c
+            .post_form(&format!("http://{addr}/token"), &[])
+            .await
+            .unwrap_err();
+        assert_eq!(e.reason(), TokenReason::Network, "{e}");
+        assert!(e.to_string().to_lowercase().contains("refused"), "{e}");
+    }
+}
