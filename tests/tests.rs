@@ -6,3 +6,5 @@ mod support;
 
 #[path = "it/config_files.rs"]
 mod config_files;
+#[path = "it/exporter.rs"]
+mod exporter;
