@@ -469,6 +469,17 @@ mod tests {
     }
 
     #[test]
+    fn docs_explain_every_reason() {
+        let doc = include_str!("../../docs/tokens.md");
+        for r in TokenReason::ALL {
+            assert!(
+                doc.contains(&format!("### `{}`", r.as_str())),
+                "docs/tokens.md has no section for {r}"
+            );
+        }
+    }
+
+    #[test]
     fn labels_are_unique_snake_case_and_round_trip() {
         let mut seen = std::collections::HashSet::new();
         for r in TokenReason::ALL {

@@ -368,9 +368,6 @@ fn failure(
             )
         }
     };
-    if !matches!(reason, TokenReason::Other) || meta.is_some() {
-        tracing::debug!(credential, reason = reason.as_str(), "{message}");
-    }
     Failure {
         reason,
         message,

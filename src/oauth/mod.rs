@@ -39,8 +39,6 @@ pub use store::{StoreError, StoredToken, TokenStore};
 pub enum OauthError {
     #[error("HTTP client: {0}")]
     Http(String),
-    #[error("credential {credential}: {url:?} is not a valid URL")]
-    Url { credential: String, url: String },
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("credential {credential}: {message}")]

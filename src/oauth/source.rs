@@ -134,6 +134,9 @@ struct Status {
     pending_rt: Option<SecretString>,
     /// Identity seen in the last token (kept in the token file).
     identity: Option<String>,
+    /// `saved_at` of the token file last read or written, to notice a new `login`.
+    store_seen: Option<i64>,
+    last_request: Option<Instant>,
 }
 
 /// The token lifecycle of one credential.
@@ -200,6 +203,8 @@ impl TokenSource {
                 last_failure: None,
                 pending_rt: None,
                 identity: None,
+                store_seen: None,
+                last_request: None,
             }),
             fetch: tokio::sync::Mutex::new(()),
         })
@@ -275,6 +280,7 @@ impl TokenSource {
                 }
             }
             self.retry_pending_save().await;
+            self.notice_new_login().await;
             let wake = self.next_wake();
             tokio::select! {
                 _ = cancel.cancelled() => return,
@@ -302,6 +308,7 @@ impl TokenSource {
     }
 
     async fn attempt(&self) {
+        self.status().last_request = Some(Instant::now());
         let mut rotated = false;
         let mut store_error = None;
         let result = match self.cred.grant {
@@ -373,6 +380,7 @@ impl TokenSource {
         match loaded {
             Ok(Some(t)) if t.client_id == self.cred.client_id => {
                 let mut s = self.status();
+                s.store_seen = Some(t.saved_at);
                 if s.identity.is_none() {
                     s.identity = t.identity.clone();
                 }
@@ -397,18 +405,58 @@ impl TokenSource {
     }
 
     async fn save(&self, rt: SecretString) -> Result<(), String> {
+        let saved_at = unix_now();
         let token = StoredToken {
             refresh_token: rt,
             client_id: self.cred.client_id.clone(),
             identity: self.status().identity.clone(),
-            saved_at: unix_now(),
+            saved_at,
         };
         let store = self.store.clone();
         let name = self.cred.name.clone();
         tokio::task::spawn_blocking(move || store.save(&name, &token))
             .await
             .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())
+            .map_err(|e| e.to_string())?;
+        self.status().store_seen = Some(saved_at);
+        Ok(())
+    }
+
+    /// After a failure only a human can fix, a new token file (someone ran `login`) ends the
+    /// slow retry: the next request goes out now instead of up to 15 minutes later.
+    async fn notice_new_login(&self) {
+        if self.cred.grant != GrantKind::RefreshToken {
+            return;
+        }
+        let (waiting, seen) = {
+            let s = self.status();
+            let waiting = s
+                .last_failure
+                .as_ref()
+                .is_some_and(|(r, _)| !r.is_transient())
+                && Instant::now() < s.next_attempt;
+            (waiting, s.store_seen)
+        };
+        if !waiting {
+            return;
+        }
+        let store = self.store.clone();
+        let name = self.cred.name.clone();
+        let Ok(Ok(Some(t))) = tokio::task::spawn_blocking(move || store.load(&name)).await else {
+            return;
+        };
+        if Some(t.saved_at) == seen {
+            return;
+        }
+        tracing::info!(credential = %self.cred.name, "a new refresh token was stored; trying it now");
+        let mut s = self.status();
+        s.pending_rt = None;
+        s.failures_in_row = 0;
+        let earliest = s
+            .last_request
+            .map(|t| t + self.tuning.min_spacing)
+            .unwrap_or_else(Instant::now);
+        s.next_attempt = earliest.max(Instant::now());
     }
 
     async fn retry_pending_save(&self) {
@@ -530,6 +578,10 @@ impl TokenSource {
                 .delay(f.reason, s.failures_in_row, f.retry_after);
             s.next_attempt = now + delay;
             s.last_failure = Some((f.reason, f.message.clone()));
+            if !f.reason.is_transient() {
+                // a refused in-memory token is dead; the next attempt reads the store again
+                s.pending_rt = None;
+            }
             let keep = s
                 .token
                 .as_ref()

@@ -245,10 +245,10 @@ impl TokenStore {
             source,
         };
 
-        self.step(Step::CreateDir, &tmp)
+        self.step(Step::CreateDir)
             .and_then(|()| create_private_dir(&self.dir))
             .map_err(|e| err(Step::CreateDir, e))?;
-        self.step(Step::CreateTemp, &tmp)
+        self.step(Step::CreateTemp)
             .and_then(|()| create_private_file(&tmp))
             .map_err(|e| err(Step::CreateTemp, e))?;
         // the temporary file exists from here on: remove it on every error except a crash
@@ -265,14 +265,14 @@ impl TokenStore {
                 Some(Fault::Fail(kind)) => return Err((Step::Write, injected(kind))),
                 None => f.write_all(&data).map_err(|e| (Step::Write, e))?,
             }
-            self.step(Step::SyncFile, &tmp)
+            self.step(Step::SyncFile)
                 .and_then(|()| f.sync_all())
                 .map_err(|e| (Step::SyncFile, e))?;
             drop(f);
-            self.step(Step::Rename, &tmp)
+            self.step(Step::Rename)
                 .and_then(|()| std::fs::rename(&tmp, &path))
                 .map_err(|e| (Step::Rename, e))?;
-            self.step(Step::SyncDir, &tmp)
+            self.step(Step::SyncDir)
                 .and_then(|()| sync_dir(&self.dir))
                 .map_err(|e| (Step::SyncDir, e))
         })();
@@ -292,7 +292,7 @@ impl TokenStore {
     }
 
     /// Run the failpoint for `step`; a crash leaves everything as it is.
-    fn step(&self, step: Step, _tmp: &Path) -> io::Result<()> {
+    fn step(&self, step: Step) -> io::Result<()> {
         match self.fault(step) {
             None => Ok(()),
             Some(Fault::Fail(kind)) => Err(injected(kind)),

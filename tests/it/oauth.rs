@@ -615,6 +615,26 @@ async fn no_refresh_token_sends_nothing_and_says_run_login() {
     assert_eq!(rec.failures.get("no_refresh_token"), Some(&1));
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_login_while_running_is_picked_up_within_one_interval() {
+    let current = Arc::new(Mutex::new("CANARY-RT-0".to_string()));
+    let idp = Idp::start(strict_rotation(current, Arc::new(AtomicUsize::new(0)))).await;
+    let rig = rig(user_cred(&idp), None);
+    let running = rig.spawn_run();
+    tokio::time::sleep(Duration::from_secs(90)).await;
+    assert_eq!(rig.record().last_reason, "no_refresh_token");
+    // `login` stores a token (as the command does, from another process)
+    seed(&rig.store, "CANARY-RT-0");
+    let stored_at = Instant::now();
+    // the credential's interval is 60 s: well before the 15-minute slow retry
+    tokio::time::sleep(Duration::from_secs(61)).await;
+    assert_eq!(rig.record().last_reason, "ok", "{}", rig.record().detail);
+    let reqs = idp.token_requests();
+    assert_eq!(reqs.len(), 1);
+    assert!(reqs[0].at.duration_since(stored_at) <= Duration::from_secs(60));
+    running.stop().await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // Store crash-safety through the source
 
