@@ -1003,12 +1003,17 @@ async fn an_hour_long_outage_stays_under_loop_detection_and_recovers_within_one_
         .filter(|r| r.at >= down_from && r.at < down_until)
         .cloned()
         .collect();
+    // 30 s doubling to the 15 min cap: 9 attempts in the hour (measured), jitter aside
     assert!(
-        during.len() <= 12,
+        (7..=10).contains(&during.len()),
         "{} requests during the outage",
         during.len()
     );
-    assert!(max_in_five_minutes(&reqs) < 15, "loop detection would trip");
+    let burst = max_in_five_minutes(&reqs);
+    assert!(
+        burst <= 5,
+        "{burst} requests in 5 minutes: loop detection trips at 15"
+    );
     // recovery: the first request after the outage succeeds, within one backoff interval
     // (at most the 15 min cap) of its end
     let after: Vec<&Req> = reqs.iter().filter(|r| r.at >= down_until).collect();
