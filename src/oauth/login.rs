@@ -211,6 +211,20 @@ fn redirect_target(cred: &Credential, args: &LoginArgs) -> anyhow::Result<(url::
     Ok((u, port))
 }
 
+/// The redirect URI as sent: Entra compares it with the registered one character by character
+/// apart from the loopback port, and a trailing slash is a classic AADSTS50011 mismatch. So the
+/// root path gets no slash unless the configured URI has one (the portal's default is
+/// `http://localhost`).
+fn redirect_string(u: &url::Url, configured: Option<&str>) -> String {
+    let s = u.to_string();
+    let wants_slash = configured.is_some_and(|c| c.ends_with('/'));
+    if u.path() == "/" && u.query().is_none() && !wants_slash {
+        s.trim_end_matches('/').to_string()
+    } else {
+        s
+    }
+}
+
 async fn auth_code(
     http: &HttpClient,
     cred: &Credential,
@@ -224,7 +238,7 @@ async fn auth_code(
         .with_context(|| format!("cannot listen on 127.0.0.1:{port} for the redirect"))?;
     let port = listener.local_addr()?.port();
     let _ = redirect.set_port(Some(port));
-    let redirect_s = redirect.to_string();
+    let redirect_s = redirect_string(&redirect, cred.redirect_uri.as_deref());
     let scopes = login_scopes(cred);
     let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
     let auth = AuthUrl::new(cred.authorize_url.clone())
@@ -510,6 +524,23 @@ mod tests {
         let c = cfg("    redirect_uri: https://ece.example.com/cb\n");
         let e = redirect_target(&c.credentials[0], &args()).unwrap_err();
         assert!(e.to_string().contains("--device-code"), "{e}");
+    }
+
+    #[test]
+    fn redirect_string_keeps_the_registered_shape() {
+        let u = |s: &str| url::Url::parse(s).unwrap();
+        assert_eq!(
+            redirect_string(&u("http://localhost:8400/"), None),
+            "http://localhost:8400"
+        );
+        assert_eq!(
+            redirect_string(&u("http://localhost:8400/"), Some("http://localhost/")),
+            "http://localhost:8400/"
+        );
+        assert_eq!(
+            redirect_string(&u("http://127.0.0.1:8400/cb"), Some("http://127.0.0.1/cb")),
+            "http://127.0.0.1:8400/cb"
+        );
     }
 
     #[test]

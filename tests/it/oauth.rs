@@ -98,6 +98,14 @@ struct Idp {
 
 impl Idp {
     async fn start(handler: impl FnMut(&Req) -> Reply + Send + 'static) -> Idp {
+        Idp::start_with(handler, None).await
+    }
+
+    /// Over TLS with `config`'s certificate.
+    async fn start_with(
+        handler: impl FnMut(&Req) -> Reply + Send + 'static,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> Idp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let log = Arc::new(Mutex::new(Vec::new()));
@@ -106,7 +114,19 @@ impl Idp {
         tokio::spawn(async move {
             while let Ok((sock, _)) = listener.accept().await {
                 let (l, h) = (l.clone(), h.clone());
-                tokio::spawn(serve(sock, l, h));
+                match &tls {
+                    None => {
+                        tokio::spawn(serve(sock, l, h));
+                    }
+                    Some(cfg) => {
+                        let acceptor = tokio_rustls::TlsAcceptor::from(cfg.clone());
+                        tokio::spawn(async move {
+                            if let Ok(s) = acceptor.accept(sock).await {
+                                serve(s, l, h).await;
+                            }
+                        });
+                    }
+                }
             }
         });
         Idp { addr, log, handler }
@@ -133,7 +153,7 @@ impl Idp {
 }
 
 async fn serve(
-    mut sock: tokio::net::TcpStream,
+    mut sock: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     log: Arc<Mutex<Vec<Req>>>,
     handler: Arc<Mutex<Handler>>,
 ) {
@@ -437,6 +457,55 @@ async fn client_credentials_with_secret() {
         ]
     );
     assert_eq!(rec.request_duration.count, 1);
+}
+
+#[tokio::test]
+async fn tls_to_the_token_endpoint_trusts_the_ca_file_or_the_mozilla_roots() {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".into()])
+        .unwrap()
+        .signed_by(&leaf_key, &issuer)
+        .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![leaf.der().clone()],
+        rustls::pki_types::PrivateKeyDer::try_from(leaf_key.serialize_der()).unwrap(),
+    )
+    .unwrap();
+    let idp = Idp::start_with(
+        |_: &Req| token_reply(app_claims(1), 3599, None, None),
+        Some(Arc::new(server)),
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    let mut cred = app_cred(&idp);
+    cred.token_url = format!("https://{}/{TENANT}/oauth2/v2.0/token", idp.addr);
+    // the Mozilla roots do not know this CA: a classified failure naming the certificate
+    let rig1 = rig(cred.clone(), None);
+    let e = rig1.source.access_token().await.unwrap_err();
+    assert_eq!(e.reason, TokenReason::Network, "{}", e.message);
+    assert!(
+        e.message.to_lowercase().contains("certificate"),
+        "{}",
+        e.message
+    );
+    // with the CA file: a token
+    cred.ca_file = Some(ca_file);
+    let rig2 = rig(cred, None);
+    rig2.source.access_token().await.expect("token over TLS");
+    assert_eq!(idp.token_requests().len(), 1);
 }
 
 fn verify_assertion(r: &Req, token_url: &str, public_key: &[u8]) -> Result<(), String> {
