@@ -67,6 +67,16 @@ pub async fn run(cli: Cli) -> u8 {
 }
 
 async fn serve(cli: Cli, cfg: Config, plan: Plan) -> u8 {
+    let web_config = match &cli.web_config_file {
+        None => crate::http::webconfig::WebConfig::default(),
+        Some(p) => match crate::http::webconfig::WebConfig::load(p) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("{e}");
+                return EXIT_CONFIG;
+            }
+        },
+    };
     let state = Arc::new(State::new());
     let cfg = Arc::new(cfg);
     let config = Arc::new(ArcSwap::from(cfg.clone()));
@@ -103,6 +113,7 @@ async fn serve(cli: Cli, cfg: Config, plan: Plan) -> u8 {
         registry: crate::metrics::registry(state.clone(), config.clone()),
         telemetry_path: cli.telemetry_path.clone(),
         reload: reload_tx.clone(),
+        web_config,
     });
     let cancel = CancellationToken::new();
     let server = tokio::spawn(crate::http::serve(

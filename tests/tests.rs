@@ -8,3 +8,5 @@ mod support;
 mod config_files;
 #[path = "it/exporter.rs"]
 mod exporter;
+#[path = "it/webconfig.rs"]
+mod webconfig;
