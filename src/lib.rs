@@ -27,6 +27,7 @@ pub mod oauth;
 pub mod probe;
 pub mod schedule;
 pub mod state;
+pub mod verdict;
 
 /// The exporter's version, for `o365_exporter_build_info` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
