@@ -21,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod fake_idp;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod oauth;
 pub mod probe;
