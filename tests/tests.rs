@@ -6,6 +6,8 @@ mod support;
 
 #[path = "it/config_files.rs"]
 mod config_files;
+#[path = "it/endpoint.rs"]
+mod endpoint;
 #[path = "it/exporter.rs"]
 mod exporter;
 #[path = "it/webconfig.rs"]

@@ -1,4 +1,7 @@
 //! Helpers shared by the integration tests: generated certificates, scripted servers, the
 //! exporter as a child process.
 #![allow(dead_code)]
+
+pub mod certs;
 pub mod exporter;
+pub mod tls_server;
