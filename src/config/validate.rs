@@ -664,7 +664,19 @@ fn credentials(
         };
         let tenant_s = tenant.clone().unwrap_or_default();
         let token_url = match v.get(&p("token_url"), &c.token_url) {
-            Some(t) => t,
+            Some(t) => match url::Url::parse(&t) {
+                Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => t,
+                _ => {
+                    // a secret must never travel in clear text over a network
+                    v.at(
+                        &p("token_url"),
+                        format!(
+                            "{t:?} is not an https:// URL (http:// only to a loopback address)"
+                        ),
+                    );
+                    format!("{authority}/{tenant_s}/oauth2/v2.0/token")
+                }
+            },
             None => format!("{authority}/{tenant_s}/oauth2/v2.0/token"),
         };
         let client_auth = client_auth(v, i, c);
