@@ -138,10 +138,12 @@ pub fn page(web: &Web) -> String {
             let Some(t) = tokens.get(&c.name) else {
                 continue;
             };
-            let state = match t.last_attempt_success {
-                None => "<span class=\"pending\">PENDING</span>",
-                Some(true) => "<span class=\"ok\">OK</span>",
-                Some(false) => "<span class=\"fail\">FAIL</span>",
+            // the same verdict as the `check` command (wrong identity or missing scope fail)
+            let v = crate::verdict::token(c, t);
+            let state = match (t.last_attempt_success, v.success) {
+                (None, _) => "<span class=\"pending\">PENDING</span>",
+                (Some(_), true) => "<span class=\"ok\">OK</span>",
+                (Some(_), false) => "<span class=\"fail\">FAIL</span>",
             };
             let identity = match (t.identity_match, &t.identity_seen, &c.expected_identity) {
                 (Some(true), Some(s), _) => format!("{s} (as expected)"),
