@@ -4,6 +4,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "it/check.rs"]
+mod check;
 #[path = "it/config_files.rs"]
 mod config_files;
 #[path = "it/endpoint.rs"]

@@ -4,4 +4,5 @@
 
 pub mod certs;
 pub mod exporter;
+pub mod jsonschema;
 pub mod tls_server;
