@@ -6,3 +6,4 @@ pub mod certs;
 pub mod exporter;
 pub mod jsonschema;
 pub mod tls_server;
+pub mod promstack;
