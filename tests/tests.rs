@@ -6,3 +6,6 @@ mod support;
 
 #[path = "it/config_files.rs"]
 mod config_files;
+
+#[path = "it/fake_idp.rs"]
+mod fake_idp;
