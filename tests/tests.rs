@@ -9,3 +9,6 @@ mod config_files;
 
 #[path = "it/fake_idp.rs"]
 mod fake_idp;
+
+#[path = "it/mailstack.rs"]
+mod mailstack;
