@@ -2,5 +2,9 @@
 //! exporter as a child process.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod exporter;
 pub mod fake_idp;
+pub mod jsonschema;
 pub mod mailstack;
+pub mod tls_server;
