@@ -12,5 +12,9 @@ mod config_files;
 mod endpoint;
 #[path = "it/exporter.rs"]
 mod exporter;
+#[path = "it/fake_idp.rs"]
+mod fake_idp;
+#[path = "it/mailstack.rs"]
+mod mailstack;
 #[path = "it/webconfig.rs"]
 mod webconfig;

@@ -4,6 +4,8 @@
 
 pub mod certs;
 pub mod exporter;
+pub mod fake_idp;
 pub mod jsonschema;
+pub mod mailstack;
 pub mod tls_server;
 pub mod promstack;
