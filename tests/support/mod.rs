@@ -7,5 +7,5 @@ pub mod exporter;
 pub mod fake_idp;
 pub mod jsonschema;
 pub mod mailstack;
-pub mod tls_server;
 pub mod promstack;
+pub mod tls_server;
