@@ -1,4 +1,11 @@
 //! Helpers shared by the integration tests: generated certificates, scripted servers, the
 //! exporter as a child process.
 #![allow(dead_code)]
+
+pub mod certs;
 pub mod exporter;
+pub mod fake_idp;
+pub mod jsonschema;
+pub mod mailstack;
+pub mod promstack;
+pub mod tls_server;
