@@ -1481,3 +1481,296 @@ async fn canaries_never_reach_logs_errors_or_details() {
     }
     let _ = std::io::stderr().flush();
 }
+
+// ---------------------------------------------------------------------------------------------
+// Against the project's fake Microsoft identity platform (src/fake_idp)
+
+mod with_fake {
+    use super::*;
+    use o365_mail_exporter::fake_idp::{App, Failure, FakeIdp, FakeIdpHandle, Injection, User};
+
+    const ADMIN: &str = "admin@contoso.example";
+
+    fn fake_config(idp: &FakeIdpHandle, dir: &std::path::Path, extra: &str) -> config::Config {
+        let yaml = format!(
+            "state_dir: {}\ncredentials:\n  - name: ece\n    tenant: {}\n    client_id: {CLIENT}\n    grant: refresh_token\n    authority: {}\n    expected_identity: {USER}\n{extra}",
+            dir.display(),
+            idp.tenant(),
+            idp.base_url()
+        );
+        config::load_str(&yaml, "test", std::path::Path::new(".")).expect("valid config")
+    }
+
+    fn fake_user_cred(idp: &FakeIdpHandle) -> Credential {
+        let mut c = fake_config(idp, &std::env::temp_dir(), "").credentials[0].clone();
+        c.protocols = vec![Protocol::Imap, Protocol::Smtp];
+        c
+    }
+
+    fn fake_app_cred(idp: &FakeIdpHandle) -> Credential {
+        let mut c = fake_user_cred(idp);
+        c.grant = GrantKind::ClientCredentials;
+        c.client_auth = ClientAuth::Secret(SecretString::from(SECRET.to_string()));
+        c.scopes = vec!["https://outlook.office365.com/.default".into()];
+        c.expected_identity = None;
+        c.protocols = vec![Protocol::Imap];
+        c
+    }
+
+    async fn start(app: App, strict: bool) -> Arc<FakeIdpHandle> {
+        Arc::new(
+            FakeIdp::builder()
+                .app(app)
+                .user(User::new(USER))
+                .user(User::new(ADMIN))
+                .signed_in_user(USER)
+                .strict_refresh(strict)
+                .loop_detection(true)
+                .access_token_lifetime(Duration::from_secs(3600))
+                .start()
+                .await
+                .expect("fake starts"),
+        )
+    }
+
+    fn public_app() -> App {
+        App::new(CLIENT)
+            .public_client(true)
+            .redirect_uri("http://localhost")
+    }
+
+    /// The "person": opens the authorize URL (the fake signs in and redirects to the loopback
+    /// listener), or approves the device code.
+    struct Person {
+        idp: Arc<FakeIdpHandle>,
+        events: Arc<Mutex<Vec<LoginEvent>>>,
+    }
+
+    impl Prompt for Person {
+        fn show(&mut self, event: LoginEvent) {
+            match &event {
+                LoginEvent::AuthorizeUrl(url) => {
+                    let url = url.clone();
+                    tokio::spawn(async move {
+                        let _ = reqwest::Client::new().get(url).send().await;
+                    });
+                }
+                LoginEvent::DeviceCode { user_code, .. } => {
+                    self.idp
+                        .approve_device_code(Some(user_code))
+                        .expect("pending device code");
+                }
+                LoginEvent::Info(_) => {}
+            }
+            self.events.lock().unwrap().push(event);
+        }
+    }
+
+    #[tokio::test]
+    async fn client_credentials_with_secret_and_both_certificate_headers() {
+        let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_RSA_SHA256).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["ece-monitor".into()])
+            .unwrap()
+            .self_signed(&kp)
+            .unwrap();
+        let app = App::new(CLIENT)
+            .secret(SECRET)
+            .certificate_der(cert.der())
+            .unwrap()
+            .roles(["IMAP.AccessAsApp"]);
+        let idp = start(app, false).await;
+        let rig1 = rig(fake_app_cred(&idp), None);
+        rig1.source.access_token().await.expect("secret");
+        assert_eq!(
+            rig1.record().scopes,
+            vec![
+                ("IMAP.AccessAsApp".to_string(), true),
+                ("aud:exchange".to_string(), true)
+            ]
+        );
+        let mut cred = fake_app_cred(&idp);
+        cred.client_auth = ClientAuth::Certificate {
+            cert_der: cert.der().to_vec(),
+            key_der: SecretBytes(kp.serialize_der()),
+        };
+        for alg in [
+            o365_mail_exporter::oauth::assertion::Alg::Ps256,
+            o365_mail_exporter::oauth::assertion::Alg::Rs256,
+        ] {
+            let state = Arc::new(State::new());
+            state.reconcile_tokens(&[("ece".into(), "client_credentials", None)]);
+            let dir = tempfile::tempdir().unwrap();
+            let src = TokenSource::with_tuning(
+                Arc::new(cred.clone()),
+                Arc::new(TokenStore::new(dir.path())),
+                state,
+                Tuning {
+                    assertion_alg: alg,
+                    ..Tuning::default()
+                },
+            )
+            .unwrap();
+            src.access_token()
+                .await
+                .unwrap_or_else(|e| panic!("{alg:?}: {e}"));
+        }
+        let stats = idp.stats();
+        assert_eq!(stats.grant("client_credentials"), 3);
+        assert_eq!(stats.outcome("ok"), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn login_then_a_day_of_strict_rotation_without_tripping_loop_detection() {
+        let idp = start(public_app(), true).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake_config(&idp, dir.path(), "");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let mut person = Person {
+            idp: idp.clone(),
+            events: events.clone(),
+        };
+        login::run_with(&cfg, &login_args(false), &mut person)
+            .await
+            .expect("login with authorization code + PKCE");
+        let store = Arc::new(TokenStore::new(dir.path()));
+        let first = stored(&store).expect("stored");
+        let mut cred = cfg.credentials[0].clone();
+        cred.protocols = vec![Protocol::Imap];
+        let rig = rig_with(cred.clone(), store.clone(), None);
+        let running = rig.spawn_run();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for _ in 0..24 {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            rig.source.access_token().await.expect("token all day");
+        }
+        running.stop().await;
+        let stats = idp.stats();
+        let refreshes = stats.grant("refresh_token");
+        // one refresh per token lifetime minus refresh_ahead: every 50 minutes
+        assert!(
+            (27..=30).contains(&refreshes),
+            "{refreshes} refreshes in 24 h"
+        );
+        assert_eq!(
+            stats.outcome("ok"),
+            refreshes + 1,
+            "every request succeeded"
+        );
+        assert_eq!(stats.aadsts(50196), 0, "loop detection never tripped");
+        assert_eq!(stats.aadsts(70000), 0, "never used a rotated-away token");
+        let rec = rig.record();
+        assert_eq!(rec.identity_match, Some(true));
+        assert_eq!(rec.identity_seen.as_deref(), Some(USER));
+        assert_ne!(stored(&store).unwrap(), first, "rotated");
+        // a restart continues the chain from the file
+        let again = rig_with(cred, store, None);
+        again.source.access_token().await.expect("restart");
+        assert_eq!(idp.stats().aadsts(70000), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn login_with_device_code_against_the_fake() {
+        let idp = start(public_app(), false).await;
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake_config(&idp, dir.path(), "");
+        let mut person = Person {
+            idp: idp.clone(),
+            events: Arc::default(),
+        };
+        login::run_with(&cfg, &login_args(true), &mut person)
+            .await
+            .expect("device code login");
+        let store = Arc::new(TokenStore::new(dir.path()));
+        assert!(stored(&store).is_some());
+        let rig = rig_with(cfg.credentials[0].clone(), store, None);
+        rig.source.access_token().await.expect("refresh works");
+        let stats = idp.stats();
+        assert_eq!(stats.outcome("slow_down"), 0, "polled at the interval");
+        assert!(stats.outcome("authorization_pending") <= 1);
+    }
+
+    #[tokio::test]
+    async fn login_refuses_the_admins_single_sign_on_identity() {
+        let idp = start(public_app(), false).await;
+        idp.set_signed_in_user(ADMIN);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = fake_config(&idp, dir.path(), "");
+        let mut person = Person {
+            idp: idp.clone(),
+            events: Arc::default(),
+        };
+        let e = login::run_with(&cfg, &login_args(false), &mut person)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(ADMIN) && e.contains("single-sign-on"), "{e}");
+        assert!(stored(&TokenStore::new(dir.path())).is_none());
+    }
+
+    /// The reason each of the fake's failure presets must give.
+    fn expected(f: &Failure) -> TokenReason {
+        match f.name() {
+            "loop_detected" => TokenReason::Throttled,
+            "malformed_json" | "html_login_page" | "huge_body" => TokenReason::BadResponse,
+            "hang" => TokenReason::Timeout,
+            name => TokenReason::parse(name).unwrap_or_else(|| panic!("unmapped preset {name}")),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn every_failure_preset_of_the_fake_is_classified_without_leaks() {
+        let (logs, _g) = capture_logs();
+        let idp = start(App::new(CLIENT).secret(SECRET), false).await;
+        // 32 fresh sources in a row are 32 identical requests: that would trip loop detection,
+        // which is not what this test is about (the long-running tests keep it on)
+        idp.set_loop_detection(false);
+        for f in Failure::all() {
+            idp.inject(Injection::once(f.clone()));
+            let rig = rig(fake_app_cred(&idp), None);
+            let started = Instant::now();
+            let e = rig.source.access_token().await.unwrap_err();
+            assert!(started.elapsed() <= Duration::from_secs(11), "{}", f.name());
+            assert_eq!(e.reason, expected(&f), "{}: {}", f.name(), e.message);
+            assert_no_canary("error", &e.message, &[SECRET]);
+            assert_no_canary("detail", &rig.record().detail, &[SECRET]);
+            // the injection is used up: the next token comes, and the old error is gone
+            let rig = rig_with(
+                fake_app_cred(&idp),
+                Arc::new(TokenStore::new(&std::env::temp_dir())),
+                None,
+            );
+            rig.source.access_token().await.expect("recovers");
+        }
+        assert_no_canary("logs", &logs.text(), &[SECRET]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retry_after_and_an_outage_against_the_fake() {
+        let idp = start(App::new(CLIENT).secret(SECRET), false).await;
+        idp.inject(Injection::once(Failure::Throttled {
+            retry_after_secs: 120,
+        }));
+        let rig = rig(fake_app_cred(&idp), None);
+        let running = rig.spawn_run();
+        tokio::time::sleep(Duration::from_secs(119)).await;
+        assert_eq!(rig.record().requests, 1, "nothing before Retry-After");
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(rig.record().requests, 2);
+        assert_eq!(rig.record().last_reason, "ok");
+        // an hour of 503 from just before the next refresh (50 min after the token) on
+        tokio::time::sleep(Duration::from_secs(49 * 60)).await;
+        idp.reset_stats();
+        idp.inject(Injection::always(Failure::ServerError { status: 503 }));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        let during = idp.stats().token_requests();
+        assert!(
+            (7..=10).contains(&during),
+            "{during} requests in the outage hour"
+        );
+        assert_eq!(idp.stats().aadsts(50196), 0);
+        idp.clear_injections();
+        tokio::time::sleep(Duration::from_secs(15 * 60 + 1)).await;
+        assert_eq!(rig.record().last_reason, "ok", "{}", rig.record().detail);
+        running.stop().await;
+    }
+}
