@@ -224,7 +224,7 @@ fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::
 /// is long, localised and may change; it is logged separately.
 impl fmt::Display for MsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.error)?;
+        f.write_str(&clean_token(&self.error))?;
         if !self.error_codes.is_empty() {
             let codes: Vec<String> = self
                 .error_codes
@@ -238,6 +238,16 @@ impl fmt::Display for MsError {
 }
 
 impl oauth2::ErrorResponse for MsError {}
+
+/// A server-supplied identifier (`error`, `trace_id`, ...) fit for a log line or message: at
+/// most 64 characters of `[A-Za-z0-9_.:+ -]`. Whatever answers at the token URL (a proxy, say)
+/// chooses these strings; this keeps an echoed request body or a novel out of our output.
+pub fn clean_token(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '+' | '-' | ' '))
+        .take(64)
+        .collect()
+}
 
 impl MsError {
     /// Parse an error body; None when it is not Microsoft's JSON error shape.
@@ -465,6 +475,12 @@ mod tests {
         assert_eq!(e.error_codes, vec![50196]);
         assert_eq!(e.timestamp.as_deref(), Some("5"));
         assert!(MsError::parse(b"<html>").is_none());
+        let e = MsError {
+            error: format!("x&client_secret=S3CRET{}", "a".repeat(100)),
+            ..MsError::default()
+        };
+        assert_eq!(e.to_string().len(), 64);
+        assert!(!e.to_string().contains('&') && !e.to_string().contains('='));
         assert!(MsError::parse(br#"{"access_token":"x"}"#).is_none());
     }
 

@@ -21,7 +21,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use tokio::time::Instant;
 
 use super::assertion::{self, Alg};
-use super::error::{classify, MsError, TokenReason};
+use super::error::{classify, clean_token, MsError, TokenReason};
 use super::http::{Exchange, HttpClient, Meta};
 use crate::config::{ClientAuth, Credential};
 
@@ -238,6 +238,16 @@ pub async fn request(
         ],
         None => Vec::new(),
     };
+    // what this request sends that must never come back out (a proxy may echo the body)
+    let mut sent: Vec<String> = assertion.iter().cloned().collect();
+    if let ClientAuth::Secret(s) = &cred.client_auth {
+        sent.push(s.expose_secret().to_string());
+    }
+    match &grant {
+        Grant::Refresh(rt) => sent.push(rt.expose_secret().to_string()),
+        Grant::Code { code, .. } => sent.push(code.clone()),
+        Grant::ClientCredentials => {}
+    }
     let scopes: Vec<Scope> = scopes.iter().map(|s| Scope::new(s.clone())).collect();
     let ex = Exchange::new(http);
     let started = Instant::now();
@@ -283,8 +293,21 @@ pub async fn request(
     let uses_cert = matches!(cred.client_auth, ClientAuth::Certificate { .. });
     match result {
         Ok(tr) => Ok(fetched(tr, duration)),
-        Err(e) => Err(failure(&cred.name, e, meta, duration, uses_cert)),
+        Err(e) => {
+            let mut f = failure(&cred.name, e, meta, duration, uses_cert, &sent);
+            f.message = scrub(&f.message, &sent);
+            Err(f)
+        }
     }
+}
+
+/// `text` with every occurrence of a `secrets` value replaced.
+fn scrub(text: &str, secrets: &[String]) -> String {
+    let mut out = text.to_string();
+    for s in secrets.iter().filter(|s| s.len() >= 4) {
+        out = out.replace(s.as_str(), "[REDACTED]");
+    }
+    out
 }
 
 fn failure(
@@ -293,6 +316,7 @@ fn failure(
     meta: Option<Meta>,
     duration: Duration,
     uses_cert: bool,
+    sent: &[String],
 ) -> Failure {
     let m = meta.clone().unwrap_or_default();
     let retry_after = m.retry_after;
@@ -305,26 +329,43 @@ fn failure(
         )
     };
     let (reason, message) = match e {
-        RequestTokenError::ServerResponse(err) => {
+        RequestTokenError::ServerResponse(mut err) => {
             let reason = classify(m.status, Some(&err), uses_cert);
-            let description: String = err
+            // after classifying: server text is scrubbed of what we sent before any other use
+            for field in [
+                Some(&mut err.error),
+                err.error_description.as_mut(),
+                err.trace_id.as_mut(),
+                err.correlation_id.as_mut(),
+                err.timestamp.as_mut(),
+                err.suberror.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                *field = scrub(field, sent);
+            }
+            let first_line: String = err
                 .error_description
                 .as_deref()
                 .and_then(|d| d.lines().next())
                 .unwrap_or("")
                 .chars()
+                .filter(|c| !c.is_control())
                 .take(300)
                 .collect();
+            let description = first_line;
+            let id = |v: &Option<String>| clean_token(v.as_deref().unwrap_or(""));
             tracing::warn!(
                 credential,
                 reason = reason.as_str(),
                 status = m.status,
-                error = %err.error,
+                error = %clean_token(&err.error),
                 error_codes = ?err.error_codes,
-                suberror = err.suberror.as_deref().unwrap_or(""),
-                trace_id = err.trace_id.as_deref().unwrap_or(""),
-                correlation_id = err.correlation_id.as_deref().unwrap_or(""),
-                timestamp = err.timestamp.as_deref().unwrap_or(""),
+                suberror = %id(&err.suberror),
+                trace_id = %id(&err.trace_id),
+                correlation_id = %id(&err.correlation_id),
+                timestamp = %id(&err.timestamp),
                 description = %description,
                 "token request refused"
             );

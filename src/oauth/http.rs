@@ -227,7 +227,13 @@ impl Meta {
                 .headers()
                 .get(http::header::CONTENT_TYPE)
                 .and_then(|v| v.to_str().ok())
-                .map(|s| s.chars().take(80).collect()),
+                .map(|s| {
+                    // chosen by whoever answers: keep it a media type
+                    s.chars()
+                        .filter(|c| c.is_ascii_alphanumeric() || "/+.-;= ".contains(*c))
+                        .take(80)
+                        .collect()
+                }),
             body_len: resp.body().len(),
         }
     }

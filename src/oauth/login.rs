@@ -27,7 +27,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
-use super::error::{classify, MsError, TokenReason};
+use super::error::{classify, clean_token, MsError, TokenReason};
 use super::grant::{self, Fetched, Grant};
 use super::http::HttpClient;
 use super::inspect;
@@ -383,8 +383,8 @@ fn refused(status: u16, body: &[u8], what: &str) -> anyhow::Error {
         Some(e) => {
             let reason = classify(status, Some(&e), false);
             tracing::warn!(
-                trace_id = e.trace_id.as_deref().unwrap_or(""),
-                correlation_id = e.correlation_id.as_deref().unwrap_or(""),
+                trace_id = %clean_token(e.trace_id.as_deref().unwrap_or("")),
+                correlation_id = %clean_token(e.correlation_id.as_deref().unwrap_or("")),
                 "{what} refused: {e}"
             );
             anyhow!("{what} refused: {e} ({reason}): {}", reason.fix())

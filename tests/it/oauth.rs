@@ -996,6 +996,47 @@ async fn every_reason_comes_from_its_injected_failure() {
     assert_no_canary("logs", &text, &[SECRET]);
 }
 
+#[tokio::test]
+async fn an_endpoint_echoing_the_request_into_its_error_leaks_nothing() {
+    let (logs, _g) = capture_logs();
+    let echo = |r: &Req| {
+        let sent = format!("{}{}", r.f("client_secret"), r.f("refresh_token"));
+        let body: String = url::form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(r.form.iter())
+            .finish();
+        json_reply(
+            400,
+            json!({
+                "error": format!("invalid_request {sent}"),
+                "error_description": format!("AADSTS900144: you sent {body}"),
+                "error_codes": [900144],
+                "trace_id": sent, "correlation_id": sent, "timestamp": sent, "suberror": sent,
+            }),
+        )
+    };
+    let idp = Idp::start(echo).await;
+    let app = rig(app_cred(&idp), None);
+    let e1 = app.source.access_token().await.unwrap_err();
+    let user = rig(user_cred(&idp), None);
+    seed(&user.store, "CANARY-RT-ECHO");
+    let e2 = user.source.access_token().await.unwrap_err();
+    assert_eq!(idp.token_requests().len(), 2);
+    for (what, text) in [
+        ("logs", logs.text()),
+        ("error", format!("{} {}", e1.message, e2.message)),
+        (
+            "detail",
+            format!("{} {}", app.record().detail, user.record().detail),
+        ),
+    ] {
+        assert_no_canary(what, &text, &[SECRET, "CANARY-RT-ECHO"]);
+    }
+    assert!(
+        logs.text().contains("token request refused"),
+        "the refusal is logged"
+    );
+}
+
 #[tokio::test(start_paused = true)]
 async fn retry_after_is_honoured() {
     let n = Arc::new(AtomicUsize::new(0));
