@@ -6,3 +6,6 @@ mod support;
 
 #[path = "it/config_files.rs"]
 mod config_files;
+
+#[path = "it/rules.rs"]
+mod rules;
