@@ -76,6 +76,16 @@ pub async fn starttls_smtp(
             format!("greeting {} instead of 220", greeting.code),
         ));
     }
+    smtp_ehlo_starttls(rec, conn, deadline).await
+}
+
+/// After a `220` greeting: `EHLO`, `STARTTLS` must be offered, `220` to STARTTLS. Shared with the
+/// SMTP login, which reads (and classifies) the greeting itself.
+pub async fn smtp_ehlo_starttls(
+    rec: &mut Recorder,
+    mut conn: LineConn,
+    deadline: Instant,
+) -> Result<LineConn, ProbeError> {
     conn.send(rec, Phase::Starttls, deadline, &format!("EHLO {EHLO_NAME}"))
         .await?;
     let ehlo = recv_smtp_reply(&mut conn, rec, Phase::Starttls, deadline).await?;
