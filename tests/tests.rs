@@ -6,3 +6,6 @@ mod support;
 
 #[path = "it/config_files.rs"]
 mod config_files;
+
+#[path = "it/login_scripted.rs"]
+mod login_scripted;

@@ -429,6 +429,66 @@ mod tests {
         assert_eq!(throttled("NO AUTHENTICATE failed."), None);
     }
 
+    #[tokio::test]
+    async fn credentials_never_leave_a_plain_connection() {
+        use tokio::io::AsyncReadExt;
+        let (client, mut server) = tokio::io::duplex(4096);
+        let mut s = Session::new(LineConn::new(Box::new(client)), false);
+        let mut rec = Recorder::new();
+        let token = SecretString::from("CANARY-token");
+        let blob = SecretString::from("Q0FOQVJZ");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        let e = s
+            .send_credentials(
+                &mut rec,
+                deadline,
+                "A1 AUTHENTICATE XOAUTH2 Q0FOQVJZ",
+                "shown",
+                &token,
+                &blob,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!((e.phase, e.reason), (Phase::Auth, Reason::ProtocolError));
+        drop(s);
+        let mut got = Vec::new();
+        server.read_to_end(&mut got).await.unwrap();
+        assert!(got.is_empty(), "nothing was written");
+        assert!(rec.transcript.lines.is_empty());
+    }
+
+    #[tokio::test]
+    async fn echoed_secrets_are_scrubbed_from_received_lines() {
+        use tokio::io::AsyncWriteExt;
+        let (client, mut server) = tokio::io::duplex(4096);
+        let mut s = Session::new(LineConn::new(Box::new(client)), true);
+        let mut rec = Recorder::new();
+        let token = SecretString::from("CANARY-token");
+        let blob = SecretString::from("Q0FOQVJZ");
+        let deadline = Instant::now() + Duration::from_secs(1);
+        s.send_credentials(
+            &mut rec,
+            deadline,
+            "A1 AUTHENTICATE XOAUTH2 Q0FOQVJZ",
+            "A1 AUTHENTICATE XOAUTH2 [redacted]",
+            &token,
+            &blob,
+        )
+        .await
+        .unwrap();
+        server
+            .write_all(b"A1 BAD echo Q0FOQVJZ and CANARY-token\r\n")
+            .await
+            .unwrap();
+        let line = s.recv(&mut rec, Phase::Auth, deadline).await.unwrap();
+        assert_eq!(line, "A1 BAD echo [redacted] and [redacted]");
+        let text = rec.transcript.render_text();
+        assert!(
+            !text.contains("CANARY") && !text.contains("Q0FOQVJZ"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn token_unavailable_fails_phase_auth() {
         let login = Login {

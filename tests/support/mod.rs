@@ -1,3 +1,5 @@
 //! Helpers shared by the integration tests: generated certificates, scripted servers, the
 //! exporter as a child process.
 #![allow(dead_code)]
+
+pub mod scripted;
