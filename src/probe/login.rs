@@ -490,6 +490,21 @@ mod tests {
     }
 
     #[test]
+    fn every_reason_is_documented() {
+        let doc = include_str!("../../docs/reasons.md");
+        for r in Reason::ALL {
+            let heading = format!("### `{}`", r.as_str());
+            assert!(doc.contains(&heading), "docs/reasons.md lacks {heading}");
+        }
+        let documented = doc.lines().filter(|l| l.starts_with("### `")).count();
+        assert_eq!(
+            documented,
+            Reason::ALL.len(),
+            "stale entries in docs/reasons.md"
+        );
+    }
+
+    #[test]
     fn token_unavailable_fails_phase_auth() {
         let login = Login {
             user: "a@b.test",
