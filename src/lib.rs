@@ -21,11 +21,13 @@ pub mod cli;
 pub mod config;
 pub mod fake_idp;
 pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod oauth;
 pub mod probe;
 pub mod schedule;
 pub mod state;
+pub mod verdict;
 
 /// The exporter's version, for `o365_exporter_build_info` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,1 +1,275 @@
-//! schedule (in progress).
+//! Runs every configured check in the background, each on its own interval with jitter, under a
+//! bound on concurrent checks. Scrapes never trigger network I/O: they read what the last runs
+//! published in [`State`].
+//!
+//! A configuration (re)load starts a new *generation*: everything needed to run it (TLS trust
+//! stores from `ca_file`s) is prepared first, so a reload that cannot run is refused before
+//! anything stops; then the old generation is cancelled and the new one spawned. Counters survive
+//! because [`State::reconcile_checks`] keeps the records of checks that are still configured.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use rand::Rng;
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::probe::tls::TlsClient;
+use crate::probe::Outcome;
+use crate::state::{CheckKey, State};
+
+/// What a configuration needs at run time, built before it replaces the running one.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// One TLS client per distinct trust setting (`None` = built-in roots).
+    pub tls: HashMap<Option<PathBuf>, TlsClient>,
+}
+
+impl Plan {
+    /// Build the TLS clients for every `ca_file` in `cfg`; an unreadable or empty CA file refuses
+    /// the configuration.
+    pub fn prepare(cfg: &Config) -> Result<Plan, String> {
+        let mut files: Vec<Option<PathBuf>> = vec![None];
+        files.extend(cfg.endpoints.iter().map(|e| e.ca_file.clone()));
+        for m in &cfg.mailboxes {
+            files.extend([
+                m.imap.ca_file.clone(),
+                m.pop3.ca_file.clone(),
+                m.smtp.ca_file.clone(),
+            ]);
+        }
+        let mut tls = HashMap::new();
+        let mut problems = Vec::new();
+        for f in files {
+            if tls.contains_key(&f) {
+                continue;
+            }
+            match TlsClient::new(f.as_deref()) {
+                Ok(c) => {
+                    tls.insert(f, c);
+                }
+                Err(e) => problems.push(e.to_string()),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Plan { tls })
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    pub fn tls_for(&self, ca_file: &Option<PathBuf>) -> Option<&TlsClient> {
+        self.tls.get(ca_file)
+    }
+}
+
+struct Generation {
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+/// Owns the running generation of check tasks.
+pub struct Scheduler {
+    state: Arc<State>,
+    current: Mutex<Option<Generation>>,
+}
+
+impl Scheduler {
+    pub fn new(state: Arc<State>) -> Scheduler {
+        Scheduler {
+            state,
+            current: Mutex::new(None),
+        }
+    }
+
+    /// Replace the running generation with one for `cfg`.
+    pub fn start(&self, cfg: Arc<Config>, plan: Plan) {
+        let keys = check_keys(&cfg);
+        self.state.reconcile_checks(&keys);
+        let gen = Generation {
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        let sem = Arc::new(Semaphore::new(cfg.defaults.max_concurrent_checks));
+        let jitter = cfg.defaults.jitter;
+        for ep in &cfg.endpoints {
+            let Some(tls) = plan.tls_for(&ep.ca_file).cloned() else {
+                continue;
+            };
+            let ep = ep.clone();
+            let key = CheckKey::Endpoint(ep.name.clone());
+            let interval = ep.interval;
+            gen.tasks.spawn(run_check(
+                key,
+                interval,
+                jitter,
+                self.state.clone(),
+                sem.clone(),
+                gen.cancel.clone(),
+                move || {
+                    let ep = ep.clone();
+                    let tls = tls.clone();
+                    async move { crate::probe::endpoint::probe(&ep, &tls).await }
+                },
+            ));
+        }
+        gen.tasks.close();
+        let old = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace(gen);
+        if let Some(old) = old {
+            old.cancel.cancel();
+        }
+    }
+
+    /// Cancel the running generation and wait (bounded) for its tasks.
+    pub async fn shutdown(&self, grace: Duration) {
+        let gen = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(g) = gen {
+            g.cancel.cancel();
+            let _ = tokio::time::timeout(grace, g.tasks.wait()).await;
+        }
+    }
+}
+
+/// Every check a configuration defines, in display order.
+pub fn check_keys(cfg: &Config) -> Vec<CheckKey> {
+    let mut keys: Vec<CheckKey> = cfg
+        .endpoints
+        .iter()
+        .map(|e| CheckKey::Endpoint(e.name.clone()))
+        .collect();
+    for m in &cfg.mailboxes {
+        for p in &m.protocols {
+            keys.push(CheckKey::Login {
+                mailbox: m.name.clone(),
+                protocol: *p,
+            });
+        }
+    }
+    keys
+}
+
+/// A random duration in `[0, max]`.
+pub fn random_upto(max: Duration) -> Duration {
+    let ms = max.as_millis().min(u128::from(u64::MAX)) as u64;
+    if ms == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_millis(rand::rng().random_range(0..=ms))
+}
+
+/// Run one check forever: first after a random part of `jitter`, then every `interval` plus a
+/// random part of `jitter`, or later when the outcome asks to back off (Exchange's "Suggested
+/// Backoff Time"). One run at a time per check, so e.g. a mailbox never has two SMTP probes open.
+pub async fn run_check<F, Fut>(
+    key: CheckKey,
+    interval: Duration,
+    jitter: Duration,
+    state: Arc<State>,
+    sem: Arc<Semaphore>,
+    cancel: CancellationToken,
+    check: F,
+) where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let first = random_upto(jitter.min(interval));
+    tokio::select! {
+        _ = cancel.cancelled() => return,
+        _ = tokio::time::sleep(first) => {}
+    }
+    loop {
+        let started = Instant::now();
+        let permit = tokio::select! {
+            _ = cancel.cancelled() => return,
+            p = sem.acquire() => match p { Ok(p) => p, Err(_) => return },
+        };
+        let outcome = tokio::select! {
+            _ = cancel.cancelled() => return,
+            o = check() => o,
+        };
+        drop(permit);
+        let mut wait = interval + random_upto(jitter);
+        if let Some(b) = outcome.backoff {
+            wait = wait.max(b);
+        }
+        let next = started + wait;
+        let next_wall = SystemTime::now() + next.saturating_duration_since(Instant::now());
+        if outcome.success {
+            tracing::debug!(check = %key.id(), duration_ms = outcome.duration.as_millis() as u64, "check ok");
+        } else {
+            tracing::info!(
+                check = %key.id(),
+                reason = outcome.reason.as_str(),
+                phase = outcome.failed_phase.map(|p| p.as_str()).unwrap_or("-"),
+                detail = %outcome.detail,
+                "check failed"
+            );
+        }
+        state.publish(&key, outcome, Some(next_wall));
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tokio::time::sleep_until(next) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    #[tokio::test(start_paused = true)]
+    async fn runs_on_interval_and_honours_backoff() {
+        let state = Arc::new(State::new());
+        let key = CheckKey::Endpoint("x".into());
+        state.reconcile_checks(std::slice::from_ref(&key));
+        let runs = Arc::new(AtomicU32::new(0));
+        let cancel = CancellationToken::new();
+        let r = runs.clone();
+        let task = tokio::spawn(run_check(
+            key.clone(),
+            Duration::from_secs(60),
+            Duration::ZERO,
+            state.clone(),
+            Arc::new(Semaphore::new(1)),
+            cancel.clone(),
+            move || {
+                let n = r.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let mut o = Outcome::pending();
+                    o.reason = crate::probe::Reason::Throttled;
+                    if n == 1 {
+                        o.backoff = Some(Duration::from_secs(300));
+                    }
+                    o
+                }
+            },
+        ));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        // the second run asked for 300 s: nothing at +60 s, the third run at +300 s
+        tokio::time::sleep(Duration::from_secs(120)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 2);
+        tokio::time::sleep(Duration::from_secs(200)).await;
+        assert_eq!(runs.load(Ordering::SeqCst), 3);
+        assert_eq!(state.check(&key).map(|r| r.runs), Some(3));
+        cancel.cancel();
+        task.await.unwrap();
+    }
+}

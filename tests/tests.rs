@@ -6,6 +6,11 @@ mod support;
 
 #[path = "it/config_files.rs"]
 mod config_files;
-
+#[path = "it/endpoint.rs"]
+mod endpoint;
+#[path = "it/exporter.rs"]
+mod exporter;
 #[path = "it/login_scripted.rs"]
 mod login_scripted;
+#[path = "it/webconfig.rs"]
+mod webconfig;

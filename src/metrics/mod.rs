@@ -1,1 +1,805 @@
-//! metrics (in progress).
+//! The `/metrics` collector: renders the latest results held in [`State`]; never does I/O.
+//!
+//! The registry is built once at start-up with one [`Collector`] that reads the state on each
+//! scrape, so checks added or removed by a reload appear or vanish without re-registering.
+//! Every configured check has its series from the first scrape (pending checks report
+//! `reason="pending"`). Label values are bounded: configured short names, closed enums (`reason`,
+//! `phase`, `protocol`, `tls`), never e-mail addresses or free text. The names and meanings are
+//! the contract in `docs/metrics.md`, which a test compares with a live scrape.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+
+use crate::config::Config;
+use crate::probe::{Phase, Protocol};
+use crate::state::{unix, CheckKey, Histogram, State};
+
+type Labels = Vec<(&'static str, String)>;
+
+/// Reads [`State`] (and the current config, for info series) on every scrape.
+#[derive(Debug)]
+pub struct Collector {
+    state: Arc<State>,
+    config: Arc<ArcSwap<Config>>,
+}
+
+/// Build the registry (once, at start-up).
+pub fn registry(state: Arc<State>, config: Arc<ArcSwap<Config>>) -> Registry {
+    let mut r = Registry::default();
+    r.register_collector(Box::new(Collector { state, config }));
+    r
+}
+
+/// Render in the Prometheus text format 0.0.4, or OpenMetrics 1.0 when `openmetrics`.
+pub fn render(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
+    let mut out = String::with_capacity(16 * 1024);
+    if openmetrics {
+        prometheus_client::encoding::text::encode(&mut out, registry)?;
+    } else {
+        prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
+    }
+    Ok(out)
+}
+
+/// Content types of the two formats.
+pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub const CONTENT_TYPE_OPENMETRICS: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Phases reported for an endpoint of each TLS mode (pre-created so series exist at once).
+fn endpoint_phases(tls: crate::config::TlsMode) -> &'static [Phase] {
+    use crate::config::TlsMode;
+    match tls {
+        TlsMode::None => &[Phase::Dns, Phase::Connect],
+        TlsMode::Implicit => &[Phase::Dns, Phase::Connect, Phase::Tls],
+        _ => &[
+            Phase::Dns,
+            Phase::Connect,
+            Phase::Greeting,
+            Phase::Starttls,
+            Phase::Tls,
+        ],
+    }
+}
+
+/// Phases of a login dialogue per protocol.
+pub fn login_phases(p: Protocol, tls: crate::config::TlsMode) -> Vec<Phase> {
+    let mut v = vec![Phase::Dns, Phase::Connect];
+    if tls.is_starttls() || p == Protocol::Smtp {
+        v.extend([Phase::Greeting, Phase::Starttls, Phase::Tls]);
+    } else {
+        v.extend([Phase::Tls, Phase::Greeting]);
+    }
+    if p != Protocol::Pop3 {
+        v.push(Phase::Capability);
+    }
+    v.extend([Phase::Auth, Phase::Mailbox, Phase::Logout]);
+    v
+}
+
+struct Enc<'a, 'b> {
+    e: &'a mut DescriptorEncoder<'b>,
+}
+
+impl Enc<'_, '_> {
+    fn gauge(&mut self, name: &str, help: &str, samples: Vec<(Labels, f64)>) -> fmt::Result {
+        let mut m = self
+            .e
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (l, v) in samples {
+            m.encode_family(&l)?.encode_gauge(&v)?;
+        }
+        Ok(())
+    }
+
+    /// `name` without `_total`; the encoder appends it.
+    fn counter(&mut self, name: &str, help: &str, samples: Vec<(Labels, u64)>) -> fmt::Result {
+        let mut m = self
+            .e
+            .encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (l, v) in samples {
+            m.encode_family(&l)?
+                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
+        }
+        Ok(())
+    }
+
+    /// `name` without `_info`; the encoder appends it.
+    fn info(&mut self, name: &str, help: &str, samples: Vec<Labels>) -> fmt::Result {
+        let mut m = self
+            .e
+            .encode_descriptor(name, help, None, MetricType::Info)?;
+        for l in samples {
+            m.encode_info(&l)?;
+        }
+        Ok(())
+    }
+
+    fn histogram(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: Vec<(Labels, &Histogram)>,
+    ) -> fmt::Result {
+        let mut m = self
+            .e
+            .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        for (l, h) in samples {
+            let mut buckets: Vec<(f64, u64)> = h
+                .bounds
+                .iter()
+                .copied()
+                .zip(h.counts.iter().copied())
+                .collect();
+            let in_buckets: u64 = h.counts.iter().sum();
+            buckets.push((f64::INFINITY, h.count - in_buckets));
+            m.encode_family(&l)?
+                .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
+        }
+        Ok(())
+    }
+}
+
+fn l1(k: &'static str, v: &str) -> Labels {
+    vec![(k, v.to_string())]
+}
+
+fn opt_ts(t: Option<SystemTime>) -> f64 {
+    t.map(unix).unwrap_or(0.0)
+}
+
+impl prometheus_client::collector::Collector for Collector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        let cfg = self.config.load();
+        let checks = self.state.checks();
+        let tokens = self.state.tokens();
+        let reload = self.state.reload_status();
+        let now = SystemTime::now();
+        let mut e = Enc { e: &mut encoder };
+
+        // --- exporter ---
+        e.info(
+            "o365_exporter_build",
+            "Build information of the exporter; value is always 1",
+            vec![vec![
+                ("version", crate::VERSION.to_string()),
+                ("cloud", cfg.cloud.name.to_string()),
+            ]],
+        )?;
+        e.gauge(
+            "o365_exporter_config_last_reload_successful",
+            "Whether the last configuration reload succeeded (1) or was refused (0)",
+            vec![(vec![], if reload.successful { 1.0 } else { 0.0 })],
+        )?;
+        e.gauge(
+            "o365_exporter_config_last_reload_success_timestamp_seconds",
+            "Time of the last successful configuration load",
+            vec![(vec![], unix(reload.last_success))],
+        )?;
+        e.gauge(
+            "o365_exporter_start_time_seconds",
+            "Time the exporter started",
+            vec![(vec![], unix(self.state.started))],
+        )?;
+
+        // --- endpoints ---
+        let eps: Vec<_> = cfg
+            .endpoints
+            .iter()
+            .filter_map(|ep| {
+                checks
+                    .get(&CheckKey::Endpoint(ep.name.clone()))
+                    .map(|r| (ep, r))
+            })
+            .collect();
+        e.info(
+            "o365_endpoint",
+            "Configured endpoint: host, port and TLS mode; value is always 1",
+            eps.iter()
+                .map(|(ep, _)| {
+                    vec![
+                        ("endpoint", ep.name.clone()),
+                        ("host", ep.host.clone()),
+                        ("port", ep.port.to_string()),
+                        ("tls", ep.tls.as_str().to_string()),
+                    ]
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_endpoint_up",
+            "Whether the last check of the endpoint succeeded (DNS, TCP, STARTTLS and TLS as configured)",
+            eps.iter().map(|(ep, r)| (l1("endpoint", &ep.name), b(r.latest.success))).collect(),
+        )?;
+        e.gauge(
+            "o365_endpoint_reason",
+            "Reason of the last check of the endpoint (ok, pending or a failure reason); one series per endpoint, value 1",
+            eps.iter()
+                .map(|(ep, r)| (vec![("endpoint", ep.name.clone()), ("reason", r.latest.reason.as_str().to_string())], 1.0))
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_endpoint_phase_duration_seconds",
+            "Duration of each phase of the last check of the endpoint",
+            eps.iter()
+                .flat_map(|(ep, r)| {
+                    endpoint_phases(ep.tls).iter().map(move |ph| {
+                        (
+                            vec![
+                                ("endpoint", ep.name.clone()),
+                                ("phase", ph.as_str().to_string()),
+                            ],
+                            r.latest
+                                .phase_duration(*ph)
+                                .map(|d| d.as_secs_f64())
+                                .unwrap_or(0.0),
+                        )
+                    })
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_endpoint_check_duration_seconds",
+            "Total duration of the last check of the endpoint",
+            eps.iter()
+                .map(|(ep, r)| (l1("endpoint", &ep.name), r.latest.duration.as_secs_f64()))
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_endpoint_last_check_timestamp_seconds",
+            "When the last check of the endpoint finished (0 before the first)",
+            eps.iter()
+                .map(|(ep, r)| {
+                    let t = if r.runs == 0 {
+                        None
+                    } else {
+                        Some(r.latest.started + r.latest.duration)
+                    };
+                    (l1("endpoint", &ep.name), opt_ts(t))
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_endpoint_last_success_timestamp_seconds",
+            "When a check of the endpoint last succeeded (0 if never since start)",
+            eps.iter()
+                .map(|(ep, r)| (l1("endpoint", &ep.name), opt_ts(r.last_success)))
+                .collect(),
+        )?;
+        e.counter(
+            "o365_endpoint_checks",
+            "Checks of the endpoint run since start",
+            eps.iter()
+                .map(|(ep, r)| (l1("endpoint", &ep.name), r.runs))
+                .collect(),
+        )?;
+        e.counter(
+            "o365_endpoint_failures",
+            "Failed checks of the endpoint since start, by reason",
+            eps.iter()
+                .flat_map(|(ep, r)| {
+                    r.failures.iter().map(move |(reason, n)| {
+                        (
+                            vec![
+                                ("endpoint", ep.name.clone()),
+                                ("reason", reason.as_str().to_string()),
+                            ],
+                            *n,
+                        )
+                    })
+                })
+                .collect(),
+        )?;
+        let tls_eps: Vec<_> = eps
+            .iter()
+            .filter(|(ep, _)| ep.tls != crate::config::TlsMode::None)
+            .collect();
+        e.histogram(
+            "o365_tls_handshake_duration_seconds",
+            "Duration of completed TLS handshakes with the endpoint",
+            tls_eps
+                .iter()
+                .map(|(ep, r)| (l1("endpoint", &ep.name), &r.tls_handshake))
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_tls_cert_not_after_timestamp_seconds",
+            "Expiry (notAfter) of the endpoint's leaf certificate, also when verification failed; present once a certificate was seen",
+            tls_eps
+                .iter()
+                .filter_map(|(ep, r)| {
+                    let t = r.latest.tls.as_ref()?.cert_not_after?;
+                    Some((l1("endpoint", &ep.name), t as f64))
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_tls_verify_success",
+            "Whether the endpoint's certificate chain and name verified; present once a certificate was seen",
+            tls_eps
+                .iter()
+                .filter_map(|(ep, r)| {
+                    let t = r.latest.tls.as_ref()?;
+                    t.cert_not_after?;
+                    Some((l1("endpoint", &ep.name), b(t.verified)))
+                })
+                .collect(),
+        )?;
+        e.info(
+            "o365_tls",
+            "TLS version and cipher suite negotiated by the last successful handshake with the endpoint",
+            tls_eps
+                .iter()
+                .filter_map(|(ep, r)| {
+                    let t = r.latest.tls.as_ref()?;
+                    if t.version.is_empty() {
+                        return None;
+                    }
+                    Some(vec![
+                        ("endpoint", ep.name.clone()),
+                        ("version", t.version.clone()),
+                        ("cipher", t.cipher.clone()),
+                    ])
+                })
+                .collect(),
+        )?;
+
+        // --- tokens ---
+        let creds: Vec<_> = cfg
+            .credentials
+            .iter()
+            .filter_map(|c| tokens.get(&c.name).map(|t| (c, t)))
+            .collect();
+        e.info(
+            "o365_token",
+            "Configured credential and its grant; value is always 1",
+            creds
+                .iter()
+                .map(|(c, _)| {
+                    vec![
+                        ("credential", c.name.clone()),
+                        ("grant", c.grant.as_str().to_string()),
+                    ]
+                })
+                .collect(),
+        )?;
+        e.counter(
+            "o365_token_requests",
+            "Token requests sent to the identity platform",
+            creds
+                .iter()
+                .map(|(c, t)| (l1("credential", &c.name), t.requests))
+                .collect(),
+        )?;
+        e.counter(
+            "o365_token_request_failures",
+            "Failed token requests, by reason",
+            creds
+                .iter()
+                .flat_map(|(c, t)| {
+                    t.failures.iter().map(move |(reason, n)| {
+                        (
+                            vec![
+                                ("credential", c.name.clone()),
+                                ("reason", reason.to_string()),
+                            ],
+                            *n,
+                        )
+                    })
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_token_refresh_success",
+            "Whether the last token request succeeded (0 also before the first)",
+            creds
+                .iter()
+                .map(|(c, t)| {
+                    (
+                        l1("credential", &c.name),
+                        b(t.last_attempt_success == Some(true)),
+                    )
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_token_reason",
+            "Reason of the last token request (ok, pending or a failure reason); one series per credential, value 1",
+            creds
+                .iter()
+                .map(|(c, t)| (vec![("credential", c.name.clone()), ("reason", t.last_reason.to_string())], 1.0))
+                .collect(),
+        )?;
+        let ts = |v: Option<i64>| v.map(|x| x as f64).unwrap_or(0.0);
+        e.gauge(
+            "o365_token_last_success_timestamp_seconds",
+            "When a token was last obtained (0 if never since start)",
+            creds
+                .iter()
+                .map(|(c, t)| (l1("credential", &c.name), ts(t.last_success)))
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_token_issued_timestamp_seconds",
+            "When the access token in use was issued (0 if none)",
+            creds
+                .iter()
+                .map(|(c, t)| (l1("credential", &c.name), ts(t.issued)))
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_token_expiry_timestamp_seconds",
+            "When the access token in use expires (0 if none)",
+            creds
+                .iter()
+                .map(|(c, t)| (l1("credential", &c.name), ts(t.expires)))
+                .collect(),
+        )?;
+        let now_s = unix(now);
+        e.gauge(
+            "o365_token_age_seconds",
+            "Age of the access token in use, computed at scrape time (0 if none)",
+            creds
+                .iter()
+                .map(|(c, t)| {
+                    (
+                        l1("credential", &c.name),
+                        t.issued.map(|i| (now_s - i as f64).max(0.0)).unwrap_or(0.0),
+                    )
+                })
+                .collect(),
+        )?;
+        e.histogram(
+            "o365_token_request_duration_seconds",
+            "Duration of token requests",
+            creds
+                .iter()
+                .map(|(c, t)| (l1("credential", &c.name), &t.request_duration))
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_refresh_token_last_rotated_timestamp_seconds",
+            "When the stored refresh token was last rotated (delegated credentials; 0 if unknown)",
+            creds
+                .iter()
+                .filter(|(c, _)| c.grant == crate::config::GrantKind::RefreshToken)
+                .map(|(c, t)| (l1("credential", &c.name), ts(t.refresh_token_rotated)))
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_token_identity_match",
+            "Whether the token belongs to expected_identity (1), to someone else (0); absent when unknown",
+            creds
+                .iter()
+                .filter_map(|(c, t)| Some((l1("credential", &c.name), b(t.identity_match?))))
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_token_scope_present",
+            "Whether the token carries each scope or role the configured protocols need; absent when the token is opaque",
+            creds
+                .iter()
+                .flat_map(|(c, t)| {
+                    t.scopes
+                        .iter()
+                        .map(move |(s, ok)| (vec![("credential", c.name.clone()), ("scope", s.clone())], b(*ok)))
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_client_secret_expiry_timestamp_seconds",
+            "When the credential's client secret or certificate expires (from secret_expires); absent when unknown",
+            creds
+                .iter()
+                .filter_map(|(c, t)| Some((l1("credential", &c.name), t.secret_expires? as f64)))
+                .collect(),
+        )?;
+
+        // --- mailbox logins ---
+        let logins: Vec<_> = cfg
+            .mailboxes
+            .iter()
+            .flat_map(|m| m.protocols.iter().map(move |p| (m, *p)))
+            .filter_map(|(m, p)| {
+                let key = CheckKey::Login {
+                    mailbox: m.name.clone(),
+                    protocol: p,
+                };
+                checks.get(&key).map(|r| (m, p, r))
+            })
+            .collect();
+        let mp = |m: &crate::config::Mailbox, p: Protocol| -> Labels {
+            vec![
+                ("mailbox", m.name.clone()),
+                ("protocol", p.as_str().to_string()),
+            ]
+        };
+        e.info(
+            "o365_mailbox",
+            "Configured mailbox: its credential and whether it is reached through a delegate (shared mailbox); value is always 1",
+            cfg.mailboxes
+                .iter()
+                .map(|m| {
+                    vec![
+                        ("mailbox", m.name.clone()),
+                        ("credential", m.credential.clone()),
+                        ("shared", (m.login_as.is_some()).to_string()),
+                    ]
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_login_success",
+            "Whether the last login to the mailbox over the protocol succeeded, including the mailbox command after authentication",
+            logins.iter().map(|(m, p, r)| (mp(m, *p), b(r.latest.success))).collect(),
+        )?;
+        e.gauge(
+            "o365_login_reason",
+            "Reason of the last login (ok, pending or a failure reason); one series per mailbox and protocol, value 1",
+            logins
+                .iter()
+                .map(|(m, p, r)| {
+                    let mut l = mp(m, *p);
+                    l.push(("reason", r.latest.reason.as_str().to_string()));
+                    (l, 1.0)
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_login_phase_duration_seconds",
+            "Duration of each phase of the last login",
+            logins
+                .iter()
+                .flat_map(|(m, p, r)| {
+                    login_phases(*p, m.server(*p).tls)
+                        .into_iter()
+                        .map(move |ph| {
+                            let mut l = mp(m, *p);
+                            l.push(("phase", ph.as_str().to_string()));
+                            (
+                                l,
+                                r.latest
+                                    .phase_duration(ph)
+                                    .map(|d| d.as_secs_f64())
+                                    .unwrap_or(0.0),
+                            )
+                        })
+                })
+                .collect(),
+        )?;
+        e.counter(
+            "o365_login_attempts",
+            "Logins attempted since start",
+            logins.iter().map(|(m, p, r)| (mp(m, *p), r.runs)).collect(),
+        )?;
+        e.counter(
+            "o365_login_failures",
+            "Failed logins since start, by reason",
+            logins
+                .iter()
+                .flat_map(|(m, p, r)| {
+                    r.failures.iter().map(move |(reason, n)| {
+                        let mut l = mp(m, *p);
+                        l.push(("reason", reason.as_str().to_string()));
+                        (l, *n)
+                    })
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_login_last_check_timestamp_seconds",
+            "When the last login attempt finished (0 before the first)",
+            logins
+                .iter()
+                .map(|(m, p, r)| {
+                    let t = if r.runs == 0 {
+                        None
+                    } else {
+                        Some(r.latest.started + r.latest.duration)
+                    };
+                    (mp(m, *p), opt_ts(t))
+                })
+                .collect(),
+        )?;
+        e.gauge(
+            "o365_login_last_success_timestamp_seconds",
+            "When a login last succeeded (0 if never since start)",
+            logins
+                .iter()
+                .map(|(m, p, r)| (mp(m, *p), opt_ts(r.last_success)))
+                .collect(),
+        )?;
+        // INBOX count: IMAP's EXAMINE if the mailbox is checked over IMAP, else POP3's STAT.
+        e.gauge(
+            "o365_mailbox_messages",
+            "Messages in the mailbox's INBOX at the last successful IMAP (else POP3) login; a growing count means the product's retriever has stalled",
+            cfg.mailboxes
+                .iter()
+                .filter_map(|m| {
+                    let pick = [Protocol::Imap, Protocol::Pop3].into_iter().find(|p| m.protocols.contains(p))?;
+                    let r = checks.get(&CheckKey::Login {
+                        mailbox: m.name.clone(),
+                        protocol: pick,
+                    })?;
+                    Some((l1("mailbox", &m.name), r.latest.messages? as f64))
+                })
+                .collect(),
+        )?;
+        Ok(())
+    }
+}
+
+fn b(v: bool) -> f64 {
+    if v {
+        1.0
+    } else {
+        0.0
+    }
+}
+
+/// Metric family names as exposed (with `_total`/`_info`), for the documentation test.
+pub fn exposed_names(text: &str) -> Vec<String> {
+    let mut names: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .map(str::to_string)
+        .collect();
+    names.sort();
+    names.dedup();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::probe::{Outcome, Protocol};
+    use std::collections::BTreeMap;
+
+    const DOC: &str = include_str!("../../docs/metrics.md");
+
+    /// `name -> (type, labels)` from the tables in docs/metrics.md.
+    fn documented() -> BTreeMap<String, (String, Vec<String>)> {
+        let mut out = BTreeMap::new();
+        for line in DOC.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() < 5 || !cells[1].starts_with("`o365_") {
+                continue;
+            }
+            let name = cells[1].trim_matches('`').to_string();
+            let labels = cells[3]
+                .split(',')
+                .map(|l| l.trim().trim_matches('`').to_string())
+                .filter(|l| !l.is_empty())
+                .collect();
+            out.insert(name, (cells[2].to_string(), labels));
+        }
+        out
+    }
+
+    fn full_config() -> Config {
+        let yaml = "\
+endpoints:
+  - {name: smtp, service: smtp}
+credentials:
+  - name: app
+    tenant: contoso.onmicrosoft.com
+    client_id: 11111111-2222-3333-4444-555555555555
+    grant: refresh_token
+    secret_expires: 2027-01-31
+mailboxes:
+  - name: support
+    address: support@contoso.com
+    credential: app
+    protocols: [imap, pop3, smtp]
+";
+        crate::config::load_str(yaml, "t.yaml", std::path::Path::new(".")).expect("valid")
+    }
+
+    /// Families, types and label names of a full scrape.
+    fn exposed(text: &str) -> BTreeMap<String, (String, Vec<String>)> {
+        let mut out: BTreeMap<String, (String, Vec<String>)> = BTreeMap::new();
+        for l in text.lines() {
+            if let Some(rest) = l.strip_prefix("# TYPE ") {
+                let mut it = rest.split_whitespace();
+                let (n, t) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+                out.insert(n.to_string(), (t.to_string(), Vec::new()));
+            }
+        }
+        for l in text.lines().filter(|l| !l.starts_with('#')) {
+            let name = l.split(['{', ' ']).next().unwrap_or("");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s).filter(|f| out.contains_key(*f)))
+                .unwrap_or(name);
+            let Some((_, labels)) = out.get_mut(family) else {
+                continue;
+            };
+            if let Some(inner) = l
+                .split_once('{')
+                .and_then(|(_, r)| r.split_once('}'))
+                .map(|(i, _)| i)
+            {
+                for kv in inner.split(',') {
+                    let k = kv.split('=').next().unwrap_or("").to_string();
+                    if k != "le" && !k.is_empty() && !labels.contains(&k) {
+                        labels.push(k);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn exposition_matches_docs_metrics_md() {
+        let cfg = Arc::new(full_config());
+        let state = Arc::new(State::new());
+        state.reconcile_checks(&crate::schedule::check_keys(&cfg));
+        state.reconcile_tokens(&[("app".into(), "refresh_token", Some(1_800_000_000))]);
+        state.update_token("app", |t| {
+            t.identity_match = Some(true);
+            t.scopes = vec![("IMAP.AccessAsUser.All".into(), true)];
+            *t.failures.entry("network").or_insert(0) += 1;
+        });
+        let mut o = Outcome::pending();
+        o.reason = crate::probe::Reason::Dns;
+        o.tls = Some(crate::probe::TlsFacts {
+            version: "TLSv1.3".into(),
+            cipher: "TLS13_AES_256_GCM_SHA384".into(),
+            cert_not_after: Some(1_800_000_000),
+            ..Default::default()
+        });
+        o.messages = Some(3);
+        state.publish(&CheckKey::Endpoint("smtp".into()), o.clone(), None);
+        state.publish(
+            &CheckKey::Login {
+                mailbox: "support".into(),
+                protocol: Protocol::Imap,
+            },
+            o,
+            None,
+        );
+        let reg = registry(state, Arc::new(ArcSwap::from(cfg)));
+        let text = render(&reg, false).expect("renders");
+        let got = exposed(&text);
+        let doc = documented();
+        assert!(
+            doc.len() >= 35,
+            "docs/metrics.md tables not found ({} rows)",
+            doc.len()
+        );
+        let got_names: Vec<&String> = got.keys().collect();
+        let doc_names: Vec<&String> = doc.keys().collect();
+        assert_eq!(got_names, doc_names, "families exposed vs documented");
+        for (name, (ty, labels)) in &doc {
+            let (gty, glabels) = &got[name];
+            assert_eq!(ty, gty, "type of {name}");
+            let mut a = labels.clone();
+            let mut b = glabels.clone();
+            a.sort();
+            b.sort();
+            assert_eq!(a, b, "labels of {name}");
+        }
+        // OpenMetrics renders too, and ends with # EOF
+        let reg_text = text.lines().count();
+        assert!(reg_text > 50);
+    }
+
+    #[test]
+    fn openmetrics_when_asked() {
+        let cfg = Arc::new(full_config());
+        let state = Arc::new(State::new());
+        let reg = registry(state, Arc::new(ArcSwap::from(cfg)));
+        let om = render(&reg, true).expect("renders");
+        assert!(om.trim_end().ends_with("# EOF"));
+        let text = render(&reg, false).expect("renders");
+        assert!(!text.contains("# EOF"));
+    }
+}

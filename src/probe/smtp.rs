@@ -15,7 +15,7 @@ use std::time::Duration;
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
 
-use super::endpoint::{smtp_ehlo_starttls, EHLO_NAME};
+use super::endpoint::{smtp_negotiate, EHLO_NAME};
 use super::line::{parse_smtp_line, truncate, SmtpReply, MAX_REPLY_LINES};
 use super::login::{self, Login, Session, Stage};
 use super::sasl::{self, Challenge};
@@ -224,9 +224,11 @@ pub(crate) async fn run(
 
     if server.tls == TlsMode::StarttlsSmtp {
         let t = Instant::now();
-        let r = smtp_ehlo_starttls(rec, s.into_conn(), deadline).await;
+        let mut conn = s.into_conn();
+        let r = smtp_negotiate(rec, &mut conn, deadline).await;
         rec.record(Phase::Starttls, t.elapsed());
-        s = login::upgrade(rec, Session::new(r?, false), server, tls, deadline).await?;
+        r?;
+        s = login::upgrade(rec, Session::new(conn, false), server, tls, deadline).await?;
     }
 
     let t = Instant::now();

@@ -2,4 +2,7 @@
 //! exporter as a child process.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod exporter;
 pub mod scripted;
+pub mod tls_server;

@@ -5,8 +5,8 @@
 //! changes only the reply it is about. Replies are [`Step`]s, which also express hostile
 //! behaviour: silence, an endless line, raw garbage, closing mid-reply. Every line the server
 //! receives is logged with whether TLS was up at that moment, so tests can prove the token never
-//! crossed a plain-text connection. TLS uses a throw-away rcgen CA and a leaf for
-//! 127.0.0.1/localhost (CA:FALSE, as webpki requires).
+//! crossed a plain-text connection. TLS uses a throw-away CA and a leaf for 127.0.0.1/localhost
+//! from `certs`.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -17,6 +17,8 @@ use o365_mail_exporter::probe::tls::TlsClient;
 use o365_mail_exporter::probe::Protocol;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use super::certs;
 
 /// The token the tests hand to the probe; it must never show up in a transcript.
 pub const CANARY_TOKEN: &str = "CANARY-7f3a9c21-do-not-log-this-access-token";
@@ -33,47 +35,16 @@ struct Pki {
     client: TlsClient,
 }
 
+/// One CA and leaf (from `certs`) for the whole test binary; generated on first use.
 fn pki() -> &'static Pki {
     static PKI: OnceLock<Pki> = OnceLock::new();
     PKI.get_or_init(|| {
-        use rcgen::{
-            BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose,
-            IsCa, KeyPair, KeyUsagePurpose,
-        };
-        let mut ca = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        ca.distinguished_name
-            .push(DnType::CommonName, "scripted-servers test CA");
-        let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate().expect("CA key"))
-            .expect("CA certificate");
-        let mut leaf =
-            CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
-                .expect("leaf params");
-        leaf.distinguished_name
-            .push(DnType::CommonName, "scripted mail server");
-        leaf.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-        let leaf_key = KeyPair::generate().expect("leaf key");
-        let leaf_cert = leaf.signed_by(&leaf_key, &ca).expect("leaf certificate");
-
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let server = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("TLS versions")
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![leaf_cert.der().clone(), ca.der().clone()],
-                rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-            )
-            .expect("server config");
-
-        // TlsClient reads its CA from a file once; the file need not outlive construction.
-        let dir = tempfile::tempdir().expect("temp dir");
-        let ca_path = dir.path().join("ca.pem");
-        std::fs::write(&ca_path, ca.pem()).expect("write CA");
-        let client = TlsClient::new(Some(&ca_path)).expect("TLS client for the test CA");
+        let pki = certs::Pki::new();
+        let leaf = pki.leaf(certs::LeafKind::Valid);
+        // TlsClient reads its CA file once; the temp dir need not outlive construction.
+        let client = TlsClient::new(Some(&pki.ca_file)).expect("TLS client for the test CA");
         Pki {
-            server: Arc::new(server),
+            server: certs::server_config(&leaf, certs::Versions::Default),
             client,
         }
     })
