@@ -262,8 +262,9 @@ async fn read_reply(
         match parse_line(&line) {
             Response::Continuation(t) => return Ok(Reply::Continuation(t.to_string())),
             Response::Untagged(t) => {
-                if let Some(b) = t.strip_prefix("BYE").or_else(|| t.strip_prefix("bye")) {
-                    bye = Some(b.trim().to_string());
+                let (word, rest) = t.split_once(' ').unwrap_or((t, ""));
+                if word.eq_ignore_ascii_case("BYE") {
+                    bye = Some(rest.trim().to_string());
                 }
                 untagged(t);
             }
@@ -370,7 +371,10 @@ pub(crate) async fn run(
         caps = None;
     }
 
+    // The capability phase is timed only when the CAPABILITY command runs (Exchange's greeting
+    // lists none; Dovecot's does).
     let t = Instant::now();
+    let asked = caps.is_none();
     let r = match caps {
         Some(c) => Ok(c),
         None => {
@@ -389,7 +393,9 @@ pub(crate) async fn run(
         let mech = login.choose(rec, |m| offers_auth(&caps, m), &auth_listing(&caps))?;
         Ok((mech, caps.iter().any(|c| c == "SASL-IR")))
     });
-    rec.record(Phase::Capability, t.elapsed());
+    if asked {
+        rec.record(Phase::Capability, t.elapsed());
+    }
     let (mech, sasl_ir) = chosen?;
 
     let t = Instant::now();

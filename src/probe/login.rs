@@ -226,8 +226,8 @@ impl Session {
     }
 }
 
-/// Connect, and for implicit TLS complete the handshake; returns the session and whether the
-/// caller still has to upgrade (STARTTLS modes).
+/// Connect, and for implicit TLS complete the handshake. In STARTTLS modes (and `none`) the
+/// session starts in plain text; [`upgrade`] secures it after the protocol's STARTTLS exchange.
 pub async fn open(
     rec: &mut Recorder,
     server: &Server,
