@@ -36,12 +36,9 @@ pub fn load(path: Option<&PathBuf>) -> Result<(Config, Plan), String> {
 
 /// Run the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
-    match &cli.command {
-        Some(Command::Login(_)) | Some(Command::Check(_)) => {
-            eprintln!("this subcommand is not available yet");
-            return 1;
-        }
-        None => {}
+    if let Some(Command::Login(_)) = &cli.command {
+        eprintln!("the login subcommand is not available yet");
+        return 1;
     }
     let (cfg, plan) = match load(cli.config_file.as_ref()) {
         Ok(x) => x,
@@ -53,6 +50,9 @@ pub async fn run(cli: Cli) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    if let Some(Command::Check(args)) = &cli.command {
+        return crate::check::run(cfg, plan, args).await;
+    }
     if cli.config_check {
         println!(
             "{}: OK ({} endpoints, {} credentials, {} mailboxes)",
@@ -61,6 +61,12 @@ pub async fn run(cli: Cli) -> u8 {
             cfg.credentials.len(),
             cfg.mailboxes.len()
         );
+        for f in crate::config::lint::lint(&cfg, std::time::SystemTime::now()) {
+            println!(
+                "{}: {}: warning: {} ({})",
+                cfg.source, f.path, f.message, f.hint
+            );
+        }
         return 0;
     }
     serve(cli, cfg, plan).await

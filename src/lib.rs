@@ -17,6 +17,7 @@
 //! - [`fake_idp`]: a faithful fake of Microsoft's identity platform for tests and the demo.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod fake_idp;

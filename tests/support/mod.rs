@@ -4,5 +4,9 @@
 
 pub mod certs;
 pub mod exporter;
+pub mod fake_idp;
+pub mod jsonschema;
+pub mod mailstack;
+pub mod promstack;
 pub mod scripted;
 pub mod tls_server;
