@@ -14,22 +14,12 @@ fn wait_ready(addr: &str, path: &str, child: &mut Child, what: &str, log: &Path)
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         if let Ok(Some(s)) = child.try_wait() {
-            panic!(
-                "{what} exited with {s}: {}",
-                std::fs::read_to_string(log).unwrap_or_default()
-            );
+            panic!("{what} exited with {s}: {}", std::fs::read_to_string(log).unwrap_or_default());
         }
-        if request(addr, "GET", path, &[])
-            .map(|(s, _)| s == 200)
-            .unwrap_or(false)
-        {
+        if request(addr, "GET", path, &[]).map(|(s, _)| s == 200).unwrap_or(false) {
             return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "{what} not ready: {}",
-            std::fs::read_to_string(log).unwrap_or_default()
-        );
+        assert!(Instant::now() < deadline, "{what} not ready: {}", std::fs::read_to_string(log).unwrap_or_default());
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -56,12 +46,7 @@ pub struct Prometheus {
 impl Prometheus {
     /// Scrape `target` every second, evaluate `rule_files` every second, send alerts to
     /// `alertmanager` (host:port) if given.
-    pub fn start(
-        dir: &Path,
-        target: &str,
-        rule_files: &[PathBuf],
-        alertmanager: Option<&str>,
-    ) -> Prometheus {
+    pub fn start(dir: &Path, target: &str, rule_files: &[PathBuf], alertmanager: Option<&str>) -> Prometheus {
         let addr = format!("127.0.0.1:{}", free_port());
         let mut cfg = String::from("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n");
         if !rule_files.is_empty() {
@@ -71,9 +56,7 @@ impl Prometheus {
             }
         }
         if let Some(am) = alertmanager {
-            cfg.push_str(&format!(
-                "alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"
-            ));
+            cfg.push_str(&format!("alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{am}']\n"));
         }
         cfg.push_str(&format!(
             "scrape_configs:\n  - job_name: o365-mail-exporter\n    static_configs:\n      - targets: ['{target}']\n"
@@ -83,35 +66,20 @@ impl Prometheus {
         let log = dir.join("prometheus.log");
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", cfg_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("tsdb").display()
-            ))
+            .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
             .arg(format!("--web.listen-address={addr}"))
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).expect("log"))
             .spawn()
             .expect("prometheus runs (scripts/install-deps.sh installs it)");
         let mut p = Prometheus { child, addr, log };
-        wait_ready(
-            &p.addr.clone(),
-            "/-/ready",
-            &mut p.child,
-            "prometheus",
-            &p.log.clone(),
-        );
+        wait_ready(&p.addr.clone(), "/-/ready", &mut p.child, "prometheus", &p.log.clone());
         p
     }
 
     /// Instant query; returns the `data.result` array.
     pub fn query(&self, q: &str) -> Vec<serde_json::Value> {
-        let (s, body) = request(
-            &self.addr,
-            "GET",
-            &format!("/api/v1/query?query={}", urlencode(q)),
-            &[],
-        )
-        .expect("query");
+        let (s, body) = request(&self.addr, "GET", &format!("/api/v1/query?query={}", urlencode(q)), &[]).expect("query");
         assert_eq!(s, 200, "{q}: {body}");
         let v: serde_json::Value = serde_json::from_str(&body).expect("JSON");
         v["data"]["result"].as_array().cloned().unwrap_or_default()
@@ -125,10 +93,7 @@ impl Prometheus {
     }
 
     pub fn firing(&self) -> Vec<serde_json::Value> {
-        self.alerts()
-            .into_iter()
-            .filter(|a| a["state"] == "firing")
-            .collect()
+        self.alerts().into_iter().filter(|a| a["state"] == "firing").collect()
     }
 }
 
@@ -162,13 +127,7 @@ impl Alertmanager {
             .spawn()
             .expect("alertmanager runs (scripts/install-deps.sh installs it)");
         let mut a = Alertmanager { child, addr, log };
-        wait_ready(
-            &a.addr.clone(),
-            "/-/ready",
-            &mut a.child,
-            "alertmanager",
-            &a.log.clone(),
-        );
+        wait_ready(&a.addr.clone(), "/-/ready", &mut a.child, "alertmanager", &a.log.clone());
         a
     }
 }
@@ -211,11 +170,7 @@ impl WebhookSink {
                     if let Some((head, rest)) = text.split_once("\r\n\r\n") {
                         let len = head
                             .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
+                            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap_or(0)))
                             .unwrap_or(0);
                         if rest.len() >= len {
                             break Some(rest[..len].to_string());
@@ -227,9 +182,7 @@ impl WebhookSink {
                         v.push(body);
                     }
                 }
-                let _ = s.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                );
+                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
             }
         });
         WebhookSink { url, bodies }
