@@ -14,6 +14,10 @@ mod endpoint;
 mod exporter;
 #[path = "it/fake_idp.rs"]
 mod fake_idp;
+#[path = "it/login_mailstack.rs"]
+mod login_mailstack;
+#[path = "it/login_scripted.rs"]
+mod login_scripted;
 #[path = "it/mailstack.rs"]
 mod mailstack;
 #[path = "it/webconfig.rs"]
