@@ -36,12 +36,9 @@ pub fn load(path: Option<&PathBuf>) -> Result<(Config, Plan), String> {
 
 /// Run the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
-    match &cli.command {
-        Some(Command::Login(_)) | Some(Command::Check(_)) => {
-            eprintln!("this subcommand is not available yet");
-            return 1;
-        }
-        None => {}
+    if let Some(Command::Login(_)) = &cli.command {
+        eprintln!("the login subcommand is not available yet");
+        return 1;
     }
     let (cfg, plan) = match load(cli.config_file.as_ref()) {
         Ok(x) => x,
@@ -53,6 +50,9 @@ pub async fn run(cli: Cli) -> u8 {
             return EXIT_CONFIG;
         }
     };
+    if let Some(Command::Check(args)) = &cli.command {
+        return crate::check::run(cfg, plan, args).await;
+    }
     if cli.config_check {
         println!(
             "{}: OK ({} endpoints, {} credentials, {} mailboxes)",
@@ -61,12 +61,28 @@ pub async fn run(cli: Cli) -> u8 {
             cfg.credentials.len(),
             cfg.mailboxes.len()
         );
+        for f in crate::config::lint::lint(&cfg, std::time::SystemTime::now()) {
+            println!(
+                "{}: {}: warning: {} ({})",
+                cfg.source, f.path, f.message, f.hint
+            );
+        }
         return 0;
     }
     serve(cli, cfg, plan).await
 }
 
 async fn serve(cli: Cli, cfg: Config, plan: Plan) -> u8 {
+    let web_config = match &cli.web_config_file {
+        None => crate::http::webconfig::WebConfig::default(),
+        Some(p) => match crate::http::webconfig::WebConfig::load(p) {
+            Ok(w) => w,
+            Err(e) => {
+                eprintln!("{e}");
+                return EXIT_CONFIG;
+            }
+        },
+    };
     let state = Arc::new(State::new());
     let cfg = Arc::new(cfg);
     let config = Arc::new(ArcSwap::from(cfg.clone()));
@@ -103,6 +119,7 @@ async fn serve(cli: Cli, cfg: Config, plan: Plan) -> u8 {
         registry: crate::metrics::registry(state.clone(), config.clone()),
         telemetry_path: cli.telemetry_path.clone(),
         reload: reload_tx.clone(),
+        web_config,
     });
     let cancel = CancellationToken::new();
     let server = tokio::spawn(crate::http::serve(

@@ -17,6 +17,7 @@
 //! - [`fake_idp`]: a faithful fake of Microsoft's identity platform for tests and the demo.
 
 pub mod app;
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod fake_idp;
@@ -27,6 +28,7 @@ pub mod oauth;
 pub mod probe;
 pub mod schedule;
 pub mod state;
+pub mod verdict;
 
 /// The exporter's version, for `o365_exporter_build_info` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -4,8 +4,23 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "it/check.rs"]
+mod check;
 #[path = "it/config_files.rs"]
 mod config_files;
-
+#[path = "it/endpoint.rs"]
+mod endpoint;
+#[path = "it/exporter.rs"]
+mod exporter;
+#[path = "it/fake_idp.rs"]
+mod fake_idp;
+#[path = "it/login_mailstack.rs"]
+mod login_mailstack;
+#[path = "it/login_scripted.rs"]
+mod login_scripted;
+#[path = "it/mailstack.rs"]
+mod mailstack;
 #[path = "it/rules.rs"]
 mod rules;
+#[path = "it/webconfig.rs"]
+mod webconfig;

@@ -6,6 +6,7 @@
 //! [`load_file`] / [`load_str`], so they can never disagree.
 
 pub mod cloud;
+pub mod lint;
 pub mod locate;
 pub mod raw;
 mod validate;

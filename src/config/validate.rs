@@ -488,6 +488,10 @@ fn server(v: &mut V<'_>, path: &str, raw: Option<&RawServer>, base: &Server) -> 
         None
     };
     let ca_file = v.file(&format!("{path}.ca_file"), &r.ca_file);
+    if tls == Some(TlsMode::None) {
+        // a login sends a bearer token: never over a connection without TLS
+        v.at(&format!("{path}.tls"), "a mail server for logins must use TLS (implicit or starttls-*): the token would travel in clear text");
+    }
     let host_changed = host.is_some();
     let host = host.unwrap_or_else(|| base.host.clone());
     Server {
@@ -664,7 +668,19 @@ fn credentials(
         };
         let tenant_s = tenant.clone().unwrap_or_default();
         let token_url = match v.get(&p("token_url"), &c.token_url) {
-            Some(t) => t,
+            Some(t) => match url::Url::parse(&t) {
+                Ok(u) if u.scheme() == "https" || (u.scheme() == "http" && is_loopback(&u)) => t,
+                _ => {
+                    // a secret must never travel in clear text over a network
+                    v.at(
+                        &p("token_url"),
+                        format!(
+                            "{t:?} is not an https:// URL (http:// only to a loopback address)"
+                        ),
+                    );
+                    format!("{authority}/{tenant_s}/oauth2/v2.0/token")
+                }
+            },
             None => format!("{authority}/{tenant_s}/oauth2/v2.0/token"),
         };
         let client_auth = client_auth(v, i, c);
@@ -1048,5 +1064,48 @@ mailboxes:
         assert_eq!(parse_date("1970-01-02"), Some(86400));
         assert_eq!(parse_date("1970-01-01T00:01:00Z"), Some(60));
         assert_eq!(parse_date("31.01.2027"), None);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn ctx() -> Context {
+        Context {
+            source: "p.yaml".into(),
+            base_dir: PathBuf::from("/nonexistent"),
+            file_private: false,
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// Arbitrary text never panics the loader; every problem it reports names a position
+        /// or a path.
+        #[test]
+        fn loader_never_panics(text in "\\PC{0,400}") {
+            if let Err(e) = load(&text, &ctx()) {
+                for p in &e.problems {
+                    prop_assert!(p.line.is_some() || !p.path.is_empty() || !p.message.is_empty());
+                }
+            }
+        }
+
+        /// Structured but wrong values: each bad port is reported at its own line.
+        #[test]
+        fn every_bad_port_is_reported(ports in proptest::collection::vec(65536i64..1_000_000, 1..6)) {
+            let mut text = String::from("endpoints:\n");
+            for (i, p) in ports.iter().enumerate() {
+                text.push_str(&format!("  - name: e{i}\n    host: h\n    port: {p}\n"));
+            }
+            let err = load(&text, &ctx()).expect_err("all ports are invalid");
+            prop_assert_eq!(err.problems.len(), ports.len());
+            for (i, p) in err.problems.iter().enumerate() {
+                prop_assert_eq!(p.line, Some(4 + 3 * i));
+            }
+        }
     }
 }

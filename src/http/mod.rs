@@ -12,7 +12,8 @@
 //! Nothing here does network I/O towards Microsoft: pages only read [`State`]. Connections are
 //! bounded in number and in header-read time so a slow or hostile client cannot pin the server.
 
-mod status;
+pub mod status;
+pub mod webconfig;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -32,6 +33,7 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::probe::line::BoxStream;
 use crate::state::{CheckKey, State};
 
 /// Most HTTP connections served at once; further ones wait in the kernel's backlog.
@@ -49,6 +51,8 @@ pub struct Web {
     pub registry: Registry,
     pub telemetry_path: String,
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// TLS and basic auth from `--web.config.file` (default: neither).
+    pub web_config: webconfig::WebConfig,
 }
 
 type Body = Full<Bytes>;
@@ -97,17 +101,32 @@ pub async fn serve(
             },
         };
         let web = web.clone();
-        let svc = service_fn(move |req| {
-            let web = web.clone();
-            async move { Ok::<_, Infallible>(handle(&web, req, peer).await) }
-        });
-        let conn = hyper::server::conn::http1::Builder::new()
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let tls = web.web_config.tls.clone();
+        let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let _ = conn.await;
+            let stream: BoxStream = match tls {
+                None => Box::new(stream),
+                Some(cfg) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(cfg);
+                    match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(s)) => Box::new(s),
+                        Ok(Err(e)) => {
+                            tracing::debug!(peer = %peer, error = %e, "TLS handshake with client failed");
+                            return;
+                        }
+                        Err(_) => return,
+                    }
+                }
+            };
+            let svc = service_fn(move |req| {
+                let web = web.clone();
+                async move { Ok::<_, Infallible>(handle(&web, req, peer).await) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = watcher.watch(conn).await;
             drop(permit);
         });
     }
@@ -116,6 +135,21 @@ pub async fn serve(
 }
 
 async fn handle(web: &Web, req: Request<Incoming>, peer: SocketAddr) -> Response<Body> {
+    let authenticated = web.web_config.requires_auth();
+    if authenticated {
+        let header = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !web.web_config.authorized(header) {
+            let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized\n".into());
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"o365-mail-exporter\""),
+            );
+            return r;
+        }
+    }
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let method = req.method().clone();
@@ -133,7 +167,7 @@ async fn handle(web: &Web, req: Request<Incoming>, peer: SocketAddr) -> Response
                 )
             }
         }
-        (Method::POST | Method::PUT, "/-/reload") => reload(web, peer).await,
+        (Method::POST | Method::PUT, "/-/reload") => reload(web, peer, authenticated).await,
         (Method::GET | Method::HEAD, p) if p.starts_with("/checks/") => {
             let id = percent_decode(&p["/checks/".len()..]);
             match CheckKey::parse_id(&id).and_then(|k| web.state.check(&k).map(|r| (k, r))) {
@@ -203,11 +237,12 @@ pub fn wants_openmetrics(accept: &str) -> bool {
     best.is_some_and(|(_, om)| om)
 }
 
-async fn reload(web: &Web, peer: SocketAddr) -> Response<Body> {
-    if !peer.ip().is_loopback() && !is_mapped_loopback(&peer) {
+/// Mutating routes: loopback clients, or any client that passed basic auth.
+async fn reload(web: &Web, peer: SocketAddr, authenticated: bool) -> Response<Body> {
+    if !authenticated && !peer.ip().is_loopback() && !is_mapped_loopback(&peer) {
         return text(
             StatusCode::FORBIDDEN,
-            "reload is only accepted from loopback clients\n".into(),
+            "reload is only accepted from loopback clients, or with basic auth configured in --web.config.file\n".into(),
         );
     }
     let (tx, rx) = oneshot::channel();

@@ -126,7 +126,7 @@ pub fn page(web: &Web) -> String {
             esc(&cert),
             last_check(r),
             when(r.last_success),
-            esc(&o.detail),
+            detail_with_fix(&o.detail, o.success, o.reason.as_str()),
             link(&key)
         );
     }
@@ -138,10 +138,12 @@ pub fn page(web: &Web) -> String {
             let Some(t) = tokens.get(&c.name) else {
                 continue;
             };
-            let state = match t.last_attempt_success {
-                None => "<span class=\"pending\">PENDING</span>",
-                Some(true) => "<span class=\"ok\">OK</span>",
-                Some(false) => "<span class=\"fail\">FAIL</span>",
+            // the same verdict as the `check` command (wrong identity or missing scope fail)
+            let v = crate::verdict::token(c, t);
+            let state = match (t.last_attempt_success, v.success) {
+                (None, _) => "<span class=\"pending\">PENDING</span>",
+                (Some(_), true) => "<span class=\"ok\">OK</span>",
+                (Some(_), false) => "<span class=\"fail\">FAIL</span>",
             };
             let identity = match (t.identity_match, &t.identity_seen, &c.expected_identity) {
                 (Some(true), Some(s), _) => format!("{s} (as expected)"),
@@ -163,13 +165,13 @@ pub fn page(web: &Web) -> String {
                 "<tr><td>{}</td><td>{}</td><td>{state}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&c.name),
                 esc(c.grant.as_str()),
-                esc(t.last_reason),
+                esc(&v.reason),
                 when_unix(t.last_success),
                 when_unix(t.expires),
                 esc(&identity),
                 esc(&scopes.join(", ")),
                 esc(&secret),
-                esc(&t.detail)
+                detail_with_fix(&v.detail, v.success, &v.reason)
             );
         }
         h.push_str("</table>\n");
@@ -199,7 +201,7 @@ pub fn page(web: &Web) -> String {
                     o.messages.map(|n| n.to_string()).unwrap_or_default(),
                     last_check(r),
                     when(r.last_success),
-                    esc(&o.detail),
+                    detail_with_fix(&o.detail, o.success, o.reason.as_str()),
                     link(&key)
                 );
             }
@@ -208,6 +210,14 @@ pub fn page(web: &Web) -> String {
     }
     h.push_str("<p>Reasons and their fixes: see docs/reasons.md and docs/tokens.md in the project.</p>\n</body></html>\n");
     h
+}
+
+/// The detail, and for a failure the fix from [`crate::verdict::hint`] (what `check` prints).
+fn detail_with_fix(detail: &str, success: bool, reason: &str) -> String {
+    match crate::verdict::hint(reason) {
+        Some(fix) if !success => format!("{}<br><strong>fix:</strong> {}", esc(detail), esc(fix)),
+        _ => esc(detail),
+    }
 }
 
 fn last_check(r: &CheckRecord) -> String {
@@ -236,6 +246,9 @@ pub fn transcript_page(key: &CheckKey, r: &CheckRecord) -> String {
         o.duration.as_secs_f64(),
         esc(&o.detail)
     );
+    if let (false, Some(fix)) = (o.success, crate::verdict::hint(o.reason.as_str())) {
+        let _ = write!(h, "<tr><th>fix</th><td>{}</td></tr>", esc(fix));
+    }
     if let Some(n) = o.messages {
         let _ = write!(h, "<tr><th>INBOX messages</th><td>{n}</td></tr>");
     }
@@ -283,6 +296,9 @@ pub fn transcript_text(key: &CheckKey, r: &CheckRecord) -> String {
         o.duration.as_secs_f64(),
         o.detail
     );
+    if let (false, Some(fix)) = (o.success, crate::verdict::hint(o.reason.as_str())) {
+        let _ = writeln!(t, "fix: {fix}");
+    }
     if let Some(n) = o.messages {
         let _ = writeln!(t, "INBOX messages: {n}");
     }

@@ -52,7 +52,6 @@ async fn run(
             TlsMode::StarttlsPop3 => starttls_pop3(rec, conn, deadline, t).await?,
             _ => conn,
         };
-        rec.record(Phase::Starttls, t.elapsed());
         conn.into_stream(Phase::Starttls)?
     } else {
         stream
@@ -61,14 +60,32 @@ async fn run(
 }
 
 /// `220` greeting (possibly multi-line), `EHLO`, `STARTTLS` must be offered, `220` to STARTTLS.
+///
+/// Records the `greeting` phase (from `started`, the end of the TCP connect, to the end of the
+/// greeting) and the `starttls` phase (from there to the answer to STARTTLS), also when either
+/// fails. The two do not overlap, so phase durations add up to the check's duration.
 pub async fn starttls_smtp(
     rec: &mut Recorder,
     mut conn: LineConn,
     deadline: Instant,
     started: Instant,
 ) -> Result<LineConn, ProbeError> {
-    let greeting = recv_smtp_reply(&mut conn, rec, Phase::Greeting, deadline).await?;
+    let r = smtp_greeting(rec, &mut conn, deadline).await;
     rec.record(Phase::Greeting, started.elapsed());
+    r?;
+    let t = Instant::now();
+    let r = smtp_negotiate(rec, &mut conn, deadline).await;
+    rec.record(Phase::Starttls, t.elapsed());
+    r?;
+    Ok(conn)
+}
+
+async fn smtp_greeting(
+    rec: &mut Recorder,
+    conn: &mut LineConn,
+    deadline: Instant,
+) -> Result<(), ProbeError> {
+    let greeting = recv_smtp_reply(conn, rec, Phase::Greeting, deadline).await?;
     if greeting.code != 220 {
         return Err(ProbeError::new(
             Phase::Greeting,
@@ -76,9 +93,19 @@ pub async fn starttls_smtp(
             format!("greeting {} instead of 220", greeting.code),
         ));
     }
+    Ok(())
+}
+
+/// After a `220` greeting: `EHLO`, `STARTTLS` must be offered, `220` to STARTTLS. Shared with the
+/// SMTP login, which reads (and classifies) the greeting itself.
+pub async fn smtp_negotiate(
+    rec: &mut Recorder,
+    conn: &mut LineConn,
+    deadline: Instant,
+) -> Result<(), ProbeError> {
     conn.send(rec, Phase::Starttls, deadline, &format!("EHLO {EHLO_NAME}"))
         .await?;
-    let ehlo = recv_smtp_reply(&mut conn, rec, Phase::Starttls, deadline).await?;
+    let ehlo = recv_smtp_reply(conn, rec, Phase::Starttls, deadline).await?;
     if ehlo.code != 250 {
         return Err(ProbeError::new(
             Phase::Starttls,
@@ -86,6 +113,7 @@ pub async fn starttls_smtp(
             format!("EHLO answered {}", ehlo.code),
         ));
     }
+    // The first line of an EHLO reply is the server's name, not an extension.
     if !ehlo
         .lines
         .iter()
@@ -100,7 +128,7 @@ pub async fn starttls_smtp(
     }
     conn.send(rec, Phase::Starttls, deadline, "STARTTLS")
         .await?;
-    let r = recv_smtp_reply(&mut conn, rec, Phase::Starttls, deadline).await?;
+    let r = recv_smtp_reply(conn, rec, Phase::Starttls, deadline).await?;
     if r.code != 220 {
         return Err(ProbeError::new(
             Phase::Starttls,
@@ -108,28 +136,42 @@ pub async fn starttls_smtp(
             format!("STARTTLS answered {} {}", r.code, r.text()),
         ));
     }
-    Ok(conn)
+    Ok(())
 }
 
 /// `* OK` greeting, `CAPABILITY` must list `STARTTLS`, `STARTTLS` must be answered `OK`.
+/// Records `greeting` and `starttls` like [`starttls_smtp`].
 async fn starttls_imap(
     rec: &mut Recorder,
     mut conn: LineConn,
     deadline: Instant,
     started: Instant,
 ) -> Result<LineConn, ProbeError> {
-    let greeting = conn.recv(rec, Phase::Greeting, deadline).await?;
+    let r = conn.recv(rec, Phase::Greeting, deadline).await;
     rec.record(Phase::Greeting, started.elapsed());
-    if !greeting.starts_with("* OK") {
+    if !r?.starts_with("* OK") {
         return Err(ProbeError::new(
             Phase::Greeting,
             Reason::ProtocolError,
             "IMAP greeting is not * OK",
         ));
     }
+    let t = Instant::now();
+    let r = imap_negotiate(rec, &mut conn, deadline).await;
+    rec.record(Phase::Starttls, t.elapsed());
+    r?;
+    Ok(conn)
+}
+
+async fn imap_negotiate(
+    rec: &mut Recorder,
+    conn: &mut LineConn,
+    deadline: Instant,
+) -> Result<(), ProbeError> {
     conn.send(rec, Phase::Starttls, deadline, "A1 CAPABILITY")
         .await?;
     let mut offered = false;
+    let mut tagged = false;
     for _ in 0..super::line::MAX_REPLY_LINES {
         let l = conn.recv(rec, Phase::Starttls, deadline).await?;
         if l.starts_with("* CAPABILITY") {
@@ -137,8 +179,16 @@ async fn starttls_imap(
                 .split_ascii_whitespace()
                 .any(|w| w.eq_ignore_ascii_case("STARTTLS"));
         } else if l.starts_with("A1 ") {
+            tagged = true;
             break;
         }
+    }
+    if !tagged {
+        return Err(ProbeError::new(
+            Phase::Starttls,
+            Reason::ReplyTooLong,
+            "no tagged answer to CAPABILITY",
+        ));
     }
     if !offered {
         return Err(ProbeError::new(
@@ -153,7 +203,7 @@ async fn starttls_imap(
         let l = conn.recv(rec, Phase::Starttls, deadline).await?;
         if let Some(rest) = l.strip_prefix("A2 ") {
             if rest.starts_with("OK") {
-                return Ok(conn);
+                return Ok(());
             }
             return Err(ProbeError::new(
                 Phase::Starttls,
@@ -169,25 +219,31 @@ async fn starttls_imap(
     ))
 }
 
-/// `+OK` greeting, `STLS` answered `+OK` (RFC 2595).
+/// `+OK` greeting, `STLS` answered `+OK` (RFC 2595). Records `greeting` and `starttls` like
+/// [`starttls_smtp`].
 async fn starttls_pop3(
     rec: &mut Recorder,
     mut conn: LineConn,
     deadline: Instant,
     started: Instant,
 ) -> Result<LineConn, ProbeError> {
-    let greeting = conn.recv(rec, Phase::Greeting, deadline).await?;
+    let r = conn.recv(rec, Phase::Greeting, deadline).await;
     rec.record(Phase::Greeting, started.elapsed());
-    if !greeting.starts_with("+OK") {
+    if !r?.starts_with("+OK") {
         return Err(ProbeError::new(
             Phase::Greeting,
             Reason::ProtocolError,
             "POP3 greeting is not +OK",
         ));
     }
-    conn.send(rec, Phase::Starttls, deadline, "STLS").await?;
-    let l = conn.recv(rec, Phase::Starttls, deadline).await?;
-    if !l.starts_with("+OK") {
+    let t = Instant::now();
+    let r = async {
+        conn.send(rec, Phase::Starttls, deadline, "STLS").await?;
+        conn.recv(rec, Phase::Starttls, deadline).await
+    }
+    .await;
+    rec.record(Phase::Starttls, t.elapsed());
+    if !r?.starts_with("+OK") {
         return Err(ProbeError::new(
             Phase::Starttls,
             Reason::StarttlsUnsupported,

@@ -381,3 +381,22 @@ mod tests {
         assert_eq!(err.reason, Reason::ConnectionClosed);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn smtp_line_parser_never_panics_and_round_trips(code in 200u16..600, cont: bool, text in "[ -~]{0,80}") {
+            let line = format!("{code}{}{text}", if cont { '-' } else { ' ' });
+            prop_assert_eq!(parse_smtp_line(&line), Some((code, cont, text)));
+        }
+
+        #[test]
+        fn arbitrary_lines_never_panic(line in "\\PC{0,200}") {
+            let _ = parse_smtp_line(&line);
+        }
+    }
+}

@@ -1,0 +1,219 @@
+//! The `check` command: every configured check once, now, with a verdict and the fix for each,
+//! in the order an admin troubleshoots (configuration, DNS and ports, TLS, tokens, mailbox
+//! logins). It runs the very probes and token sources the exporter runs and renders the same
+//! [`verdict`](crate::verdict)s as the status page, so the command and the running exporter never
+//! disagree. Exit code: 0 all passed, 1 any failed, 2 configuration error.
+
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use crate::cli::{CheckArgs, CheckFormat, CheckGroup};
+use crate::config::Config;
+use crate::schedule::{check_keys, Plan};
+use crate::state::{CheckKey, State};
+use crate::verdict::{self, Kind, Verdict};
+
+/// Version of the JSON report's schema (`docs/check-report.schema.json`).
+pub const REPORT_VERSION: u32 = 1;
+
+/// The JSON report.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub version: u32,
+    pub exporter_version: &'static str,
+    pub config: String,
+    pub cloud: &'static str,
+    pub generated_at: String,
+    pub passed: usize,
+    pub failed: usize,
+    pub checks: Vec<Verdict>,
+}
+
+/// Progress lines on stderr, only when it is a terminal.
+struct Progress {
+    on: bool,
+}
+
+impl Progress {
+    fn say(&self, what: &str) {
+        if self.on {
+            let mut e = std::io::stderr();
+            let _ = write!(e, "\r\x1b[2K{what}");
+            let _ = e.flush();
+        }
+    }
+
+    fn done(&self) {
+        if self.on {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+        }
+    }
+}
+
+fn wants(args: &CheckArgs, g: CheckGroup) -> bool {
+    args.only.is_empty() || args.only.contains(&g)
+}
+
+/// Run the checks of `cfg` and build the report.
+pub async fn collect(cfg: Arc<Config>, plan: Plan, args: &CheckArgs) -> Report {
+    let progress = Progress {
+        on: std::io::stderr().is_terminal(),
+    };
+    let state = Arc::new(State::new());
+    state.reconcile_checks(&check_keys(&cfg));
+    let sem = Arc::new(Semaphore::new(cfg.defaults.max_concurrent_checks));
+
+    if wants(args, CheckGroup::Network) {
+        let mut set = JoinSet::new();
+        for ep in cfg.endpoints.clone() {
+            let Some(tls) = plan.tls_for(&ep.ca_file).cloned() else {
+                continue;
+            };
+            let sem = sem.clone();
+            set.spawn(async move {
+                let _permit = sem.acquire_owned().await;
+                let o = crate::probe::endpoint::probe(&ep, &tls).await;
+                (CheckKey::Endpoint(ep.name.clone()), o)
+            });
+        }
+        let total = set.len();
+        let mut done = 0;
+        while let Some(r) = set.join_next().await {
+            if let Ok((key, o)) = r {
+                done += 1;
+                progress.say(&format!("network: {done}/{total} checked ({})", key.id()));
+                state.publish(&key, o, None);
+            }
+        }
+    }
+    progress.done();
+
+    let mut checks: Vec<Verdict> = Vec::new();
+    for f in crate::config::lint::lint(&cfg, SystemTime::now()) {
+        checks.push(Verdict {
+            kind: Kind::Config,
+            name: f.path,
+            target: cfg.source.clone(),
+            success: false,
+            reason: "config_inconsistent".into(),
+            phases: Vec::new(),
+            detail: f.message,
+            hint: Some(f.hint),
+            transcript: None,
+        });
+    }
+    checks.extend(
+        verdict::all(&cfg, &state)
+            .into_iter()
+            .filter(|v| match v.kind {
+                Kind::Config => true,
+                Kind::Network | Kind::Tls => wants(args, CheckGroup::Network),
+                Kind::Token => wants(args, CheckGroup::Tokens),
+                Kind::Login => wants(args, CheckGroup::Mailboxes),
+            }),
+    );
+    let failed = checks.iter().filter(|v| !v.success).count();
+    Report {
+        version: REPORT_VERSION,
+        exporter_version: crate::VERSION,
+        config: cfg.source.clone(),
+        cloud: cfg.cloud.name,
+        generated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+        passed: checks.len() - failed,
+        failed,
+        checks,
+    }
+}
+
+/// Render the report as text; `color` adds ANSI colours.
+pub fn render_text(r: &Report, color: bool) -> String {
+    let paint = |s: &str, code: &str| {
+        if color {
+            format!("\x1b[{code}m{s}\x1b[0m")
+        } else {
+            s.to_string()
+        }
+    };
+    let mut out = format!(
+        "o365-mail-exporter check: {} (cloud {}), {}\n",
+        r.config, r.cloud, r.generated_at
+    );
+    let name_w = r
+        .checks
+        .iter()
+        .map(|v| v.name.len())
+        .max()
+        .unwrap_or(4)
+        .min(40);
+    let mut last: Option<Kind> = None;
+    for v in &r.checks {
+        if last != Some(v.kind) {
+            out.push_str(&format!("\n{}\n", v.kind.title()));
+            last = Some(v.kind);
+        }
+        let mark = if v.success {
+            paint("PASS", "32")
+        } else {
+            paint("FAIL", "1;31")
+        };
+        let phases: Vec<String> = v
+            .phases
+            .iter()
+            .filter(|(_, ms)| *ms > 0.0)
+            .map(|(p, ms)| format!("{p} {ms:.1}ms"))
+            .collect();
+        out.push_str(&format!("  {mark}  {:<name_w$}  {}", v.name, v.target));
+        if !v.success {
+            out.push_str(&format!("  reason={}", v.reason));
+        }
+        out.push('\n');
+        if !v.detail.is_empty() {
+            out.push_str(&format!("        {}\n", v.detail));
+        }
+        if !phases.is_empty() {
+            out.push_str(&format!("        {}\n", phases.join(", ")));
+        }
+        if let Some(h) = &v.hint {
+            out.push_str(&format!("        {} {h}\n", paint("fix:", "1")));
+        }
+    }
+    if r.checks.is_empty() {
+        out.push_str("\nnothing to check\n");
+    }
+    let summary = format!("{} passed, {} failed", r.passed, r.failed);
+    out.push_str(&format!(
+        "\n{}\n",
+        if r.failed == 0 {
+            paint(&summary, "32")
+        } else {
+            paint(&summary, "1;31")
+        }
+    ));
+    out
+}
+
+/// The `check` subcommand.
+pub async fn run(cfg: Config, plan: Plan, args: &CheckArgs) -> u8 {
+    let report = collect(Arc::new(cfg), plan, args).await;
+    let text = match args.format {
+        CheckFormat::Json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => s + "\n",
+            Err(e) => {
+                eprintln!("cannot encode the report: {e}");
+                return 1;
+            }
+        },
+        CheckFormat::Text => render_text(&report, std::io::stdout().is_terminal()),
+    };
+    print!("{text}");
+    if report.failed == 0 {
+        0
+    } else {
+        1
+    }
+}
