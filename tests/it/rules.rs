@@ -474,6 +474,19 @@ fn every_alert_has_a_runbook_section_matching_its_url() {
             "runbook for unknown alert O365{l}"
         );
     }
+    // links into the sibling docs' sections (reasons.md#dns, ...) name existing headings
+    let mut rest = md.as_str();
+    while let Some(pos) = rest.find(".md#") {
+        let start = rest[..pos].rfind("](").expect("markdown link") + 2;
+        let end = pos + rest[pos..].find(')').expect("closed link");
+        let (file, anchor) = rest[start..end].split_once('#').expect("anchored link");
+        let target = read(&format!("docs/{file}"));
+        assert!(
+            heading_anchors(&target).contains(anchor),
+            "runbooks.md links to {file}#{anchor}, no such heading"
+        );
+        rest = &rest[end..];
+    }
     let mut rest = md.as_str();
     while let Some(pos) = rest.find("](#") {
         let link = &rest[pos + 3..];
