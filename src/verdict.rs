@@ -82,7 +82,7 @@ pub fn hint(reason: &str) -> Option<&'static str> {
         "security_defaults" => "Entra security defaults block SMTP AUTH for this user: turn security defaults off or use Conditional Access with an exclusion.",
         "policy_rejected" => "A Conditional Access or authentication policy refused the login: check the Entra sign-in logs for this user and the policy that applied.",
         "mailbox_not_connected" => "Authenticated but Exchange refused the mailbox ('User is authenticated but not connected'): IMAP is disabled for the mailbox, the account lacks FullAccess on it, or the mailbox has no Exchange licence.",
-        "mailbox_unavailable" => "The INBOX could not be opened: check the mailbox exists, is licensed, and that the account has FullAccess.",
+        "mailbox_unavailable" => "The server could not open the mailbox or answered with a temporary failure (IMAP [UNAVAILABLE], POP3 [SYS/TEMP] or [IN-USE], SMTP 4xx): check the mailbox exists and is licensed and the account has FullAccess; a POP3 [IN-USE] means another session (the product's retriever) holds the mailbox.",
         "send_as_denied" => "The account may not send as this address: grant SendAs (Add-RecipientPermission <shared> -AccessRights SendAs -Trustee <account>).",
         "throttled" => "Exchange or Entra is throttling: reduce how often this and other clients connect; the exporter backs off as suggested.",
         "concurrent_limit" => "Too many concurrent SMTP connections for this mailbox (Exchange allows 3): the product's dispatcher may be saturating it.",

@@ -14,9 +14,15 @@ mod endpoint;
 mod exporter;
 #[path = "it/fake_idp.rs"]
 mod fake_idp;
+#[path = "it/login_mailstack.rs"]
+mod login_mailstack;
+#[path = "it/login_scripted.rs"]
+mod login_scripted;
 #[path = "it/mailstack.rs"]
 mod mailstack;
 #[path = "it/oauth.rs"]
 mod oauth;
+#[path = "it/rules.rs"]
+mod rules;
 #[path = "it/webconfig.rs"]
 mod webconfig;

@@ -488,6 +488,10 @@ fn server(v: &mut V<'_>, path: &str, raw: Option<&RawServer>, base: &Server) -> 
         None
     };
     let ca_file = v.file(&format!("{path}.ca_file"), &r.ca_file);
+    if tls == Some(TlsMode::None) {
+        // a login sends a bearer token: never over a connection without TLS
+        v.at(&format!("{path}.tls"), "a mail server for logins must use TLS (implicit or starttls-*): the token would travel in clear text");
+    }
     let host_changed = host.is_some();
     let host = host.unwrap_or_else(|| base.host.clone());
     Server {

@@ -96,7 +96,9 @@ async fn smtp_greeting(
     Ok(())
 }
 
-async fn smtp_negotiate(
+/// After a `220` greeting: `EHLO`, `STARTTLS` must be offered, `220` to STARTTLS. Shared with the
+/// SMTP login, which reads (and classifies) the greeting itself.
+pub async fn smtp_negotiate(
     rec: &mut Recorder,
     conn: &mut LineConn,
     deadline: Instant,

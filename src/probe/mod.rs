@@ -8,6 +8,7 @@
 pub mod endpoint;
 pub mod imap;
 pub mod line;
+pub mod login;
 pub mod pop3;
 pub mod sasl;
 pub mod smtp;

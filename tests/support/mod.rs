@@ -1,5 +1,5 @@
 //! Helpers shared by the integration tests: generated certificates, scripted servers, the
-//! exporter as a child process.
+//! exporter as a child process, the real mail stack, Prometheus and Alertmanager.
 #![allow(dead_code)]
 
 pub mod certs;
@@ -8,4 +8,5 @@ pub mod fake_idp;
 pub mod jsonschema;
 pub mod mailstack;
 pub mod promstack;
+pub mod scripted;
 pub mod tls_server;
