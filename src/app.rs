@@ -36,10 +36,6 @@ pub fn load(path: Option<&PathBuf>) -> Result<(Config, Plan), String> {
 
 /// Run the command line; returns the process exit code.
 pub async fn run(cli: Cli) -> u8 {
-    if let Some(Command::Login(_)) = &cli.command {
-        eprintln!("the login subcommand is not available yet");
-        return 1;
-    }
     let (cfg, plan) = match load(cli.config_file.as_ref()) {
         Ok(x) => x,
         Err(problems) => {
@@ -52,6 +48,15 @@ pub async fn run(cli: Cli) -> u8 {
     };
     if let Some(Command::Check(args)) = &cli.command {
         return crate::check::run(cfg, plan, args).await;
+    }
+    if let Some(Command::Login(args)) = &cli.command {
+        return match crate::oauth::login::run(&cfg, args).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("login failed: {e:#}");
+                1
+            }
+        };
     }
     if cli.config_check {
         println!(

@@ -4,6 +4,7 @@
 //! [`verdict`](crate::verdict)s as the status page, so the command and the running exporter never
 //! disagree. Exit code: 0 all passed, 1 any failed, 2 configuration error.
 
+use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -14,7 +15,8 @@ use tokio::task::JoinSet;
 
 use crate::cli::{CheckArgs, CheckFormat, CheckGroup};
 use crate::config::Config;
-use crate::schedule::{check_keys, Plan};
+use crate::oauth::{TokenSource, TokenStore};
+use crate::schedule::{check_keys, login_check, Plan};
 use crate::state::{CheckKey, State};
 use crate::verdict::{self, Kind, Verdict};
 
@@ -92,6 +94,83 @@ pub async fn collect(cfg: Arc<Config>, plan: Plan, args: &CheckArgs) -> Report {
         }
     }
     progress.done();
+
+    // Tokens: one acquisition per credential (the same token source as the exporter's).
+    let need_tokens = wants(args, CheckGroup::Tokens) || wants(args, CheckGroup::Mailboxes);
+    let mut sources: HashMap<String, Arc<TokenSource>> = HashMap::new();
+    if need_tokens && !cfg.credentials.is_empty() {
+        let store = Arc::new(TokenStore::new(&cfg.state_dir));
+        let records: Vec<(String, &'static str, Option<i64>)> = cfg
+            .credentials
+            .iter()
+            .map(|c| (c.name.clone(), c.grant.as_str(), c.secret_expires))
+            .collect();
+        state.reconcile_tokens(&records);
+        let mut set = JoinSet::new();
+        for c in &cfg.credentials {
+            match TokenSource::new(Arc::new(c.clone()), store.clone(), state.clone()) {
+                Ok(src) => {
+                    let src = Arc::new(src);
+                    sources.insert(c.name.clone(), src.clone());
+                    let name = c.name.clone();
+                    set.spawn(async move {
+                        let _ = src.access_token().await;
+                        name
+                    });
+                }
+                Err(e) => {
+                    let msg = e.to_string();
+                    state.update_token(&c.name, |r| {
+                        r.last_attempt_success = Some(false);
+                        r.last_reason = "config_error";
+                        r.detail = msg;
+                    });
+                }
+            }
+        }
+        let total = set.len();
+        let mut done = 0;
+        while let Some(r) = set.join_next().await {
+            done += 1;
+            progress.say(&format!(
+                "tokens: {done}/{total} ({})",
+                r.unwrap_or_default()
+            ));
+        }
+        progress.done();
+    }
+
+    // Mailbox logins, concurrently within the limit; one SMTP session per mailbox.
+    if wants(args, CheckGroup::Mailboxes) {
+        let mut set = JoinSet::new();
+        for m in &cfg.mailboxes {
+            for p in &m.protocols {
+                let Some(tls) = plan.tls_for(&m.server(*p).ca_file).cloned() else {
+                    continue;
+                };
+                let (mailbox, protocol, sem) = (Arc::new(m.clone()), *p, sem.clone());
+                let source = sources.get(&m.credential).cloned();
+                set.spawn(async move {
+                    let _permit = sem.acquire_owned().await;
+                    let key = CheckKey::Login {
+                        mailbox: mailbox.name.clone(),
+                        protocol,
+                    };
+                    (key, login_check(mailbox, protocol, tls, source).await)
+                });
+            }
+        }
+        let total = set.len();
+        let mut done = 0;
+        while let Some(r) = set.join_next().await {
+            if let Ok((key, o)) = r {
+                done += 1;
+                progress.say(&format!("logins: {done}/{total} ({})", key.id()));
+                state.publish(&key, o, None);
+            }
+        }
+        progress.done();
+    }
 
     let mut checks: Vec<Verdict> = Vec::new();
     for f in crate::config::lint::lint(&cfg, SystemTime::now()) {

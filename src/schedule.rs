@@ -20,8 +20,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::oauth::{TokenSource, TokenStore, Tokens};
 use crate::probe::tls::TlsClient;
-use crate::probe::Outcome;
+use crate::probe::{Outcome, Protocol};
 use crate::state::{CheckKey, State};
 
 /// What a configuration needs at run time, built before it replaces the running one.
@@ -74,17 +75,23 @@ struct Generation {
     tasks: TaskTracker,
 }
 
-/// Owns the running generation of check tasks.
+/// Owns the running generation of check tasks, and the token sources (which outlive a
+/// generation when their credential is unchanged, so a reload costs no token request).
 pub struct Scheduler {
     state: Arc<State>,
     current: Mutex<Option<Generation>>,
+    tokens: Mutex<Tokens>,
+    tokens_cancel: CancellationToken,
 }
 
 impl Scheduler {
     pub fn new(state: Arc<State>) -> Scheduler {
+        let tokens_cancel = CancellationToken::new();
         Scheduler {
+            tokens: Mutex::new(Tokens::new(state.clone(), tokens_cancel.clone())),
             state,
             current: Mutex::new(None),
+            tokens_cancel,
         }
     }
 
@@ -92,6 +99,17 @@ impl Scheduler {
     pub fn start(&self, cfg: Arc<Config>, plan: Plan) {
         let keys = check_keys(&cfg);
         self.state.reconcile_checks(&keys);
+        let store = Arc::new(TokenStore::new(&cfg.state_dir));
+        let sources: HashMap<String, Arc<TokenSource>> = {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
+            for (name, err) in tokens.reconcile(&cfg.credentials, &store) {
+                tracing::error!(credential = %name, error = %err, "cannot set up the token source");
+            }
+            cfg.credentials
+                .iter()
+                .filter_map(|c| tokens.get(&c.name).map(|s| (c.name.clone(), s)))
+                .collect()
+        };
         let gen = Generation {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
@@ -119,6 +137,29 @@ impl Scheduler {
                 },
             ));
         }
+        for m in &cfg.mailboxes {
+            for p in &m.protocols {
+                let Some(tls) = plan.tls_for(&m.server(*p).ca_file).cloned() else {
+                    continue;
+                };
+                let key = CheckKey::Login {
+                    mailbox: m.name.clone(),
+                    protocol: *p,
+                };
+                let mailbox = Arc::new(m.clone());
+                let source = sources.get(&m.credential).cloned();
+                let protocol = *p;
+                gen.tasks.spawn(run_check(
+                    key,
+                    m.interval,
+                    jitter,
+                    self.state.clone(),
+                    sem.clone(),
+                    gen.cancel.clone(),
+                    move || login_check(mailbox.clone(), protocol, tls.clone(), source.clone()),
+                ));
+            }
+        }
         gen.tasks.close();
         let old = self
             .current
@@ -130,8 +171,9 @@ impl Scheduler {
         }
     }
 
-    /// Cancel the running generation and wait (bounded) for its tasks.
+    /// Cancel the running generation and the token sources, and wait (bounded) for the checks.
     pub async fn shutdown(&self, grace: Duration) {
+        self.tokens_cancel.cancel();
         let gen = self
             .current
             .lock()
@@ -142,6 +184,26 @@ impl Scheduler {
             let _ = tokio::time::timeout(grace, g.tasks.wait()).await;
         }
     }
+}
+
+/// One login: the credential's current access token (cached, or fetched once if none), then
+/// the protocol dialogue. Without a usable token the dialogue still measures the connection
+/// and fails in `auth` with `token_unavailable`.
+pub async fn login_check(
+    mailbox: Arc<crate::config::Mailbox>,
+    protocol: Protocol,
+    tls: TlsClient,
+    source: Option<Arc<TokenSource>>,
+) -> Outcome {
+    let token = match &source {
+        Some(s) => s.access_token().await.map_err(|e| e.to_string()),
+        None => Err(format!(
+            "credential {} could not be set up (see the token line)",
+            mailbox.credential
+        )),
+    };
+    let secret = token.as_ref().map(|t| &t.secret).map_err(Clone::clone);
+    crate::probe::login::probe(&mailbox, protocol, &tls, secret).await
 }
 
 /// Every check a configuration defines, in display order.

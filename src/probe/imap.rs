@@ -236,7 +236,7 @@ async fn read_reply(
     stage: Stage,
     deadline: Instant,
     tag: &str,
-    untagged: &mut dyn FnMut(&str),
+    untagged: &mut (dyn FnMut(&str) + Send),
 ) -> Result<Reply, ProbeError> {
     let phase = stage.phase();
     let mut bye: Option<String> = None;
@@ -303,7 +303,7 @@ async fn command(
     stage: Stage,
     deadline: Instant,
     tag: &str,
-    untagged: &mut dyn FnMut(&str),
+    untagged: &mut (dyn FnMut(&str) + Send),
 ) -> Result<(Status, String), ProbeError> {
     match read_reply(s, rec, stage, deadline, tag, untagged).await? {
         Reply::Tagged(status, text) => Ok((status, text)),
