@@ -251,6 +251,7 @@ fn validate(v: &mut V<'_>, raw: &RawConfig) -> Config {
     let servers = servers(v, "servers", raw.servers.as_ref(), &default_servers(cloud));
     let mailboxes = mailboxes(v, raw, &defaults, &servers);
     let credentials = credentials(v, raw, cloud, &defaults, &mailboxes);
+    let graph = graph(v, raw, cloud, &defaults, &credentials, &mailboxes);
     let product = raw.product.as_ref().and_then(|p| {
         let url = v.required_str("product.external_url", &p.external_url)?;
         match url::Url::parse(&url) {
@@ -273,6 +274,7 @@ fn validate(v: &mut V<'_>, raw: &RawConfig) -> Config {
         credentials,
         mailboxes,
         product,
+        graph,
     }
 }
 
@@ -776,6 +778,155 @@ fn credentials(
         }
     }
     out
+}
+
+/// Default interval of the Graph checks: what they read changes slowly, and Graph throttles
+/// (o365-facts.md 8: 150 requests/min per tenant for `$select=keyCredentials`; 9: "every 15-60 min
+/// is plenty").
+pub const DEFAULT_GRAPH_INTERVAL: Duration = Duration::from_secs(3600);
+/// The service-health service watched unless `graph.service` names another.
+pub const DEFAULT_GRAPH_SERVICE: &str = "Exchange Online";
+
+/// `credentials[].graph` sections, and which credential checks each licensed mailbox (its own
+/// credential when that runs `licenses`, else the first one of the same tenant that does).
+fn graph(
+    v: &mut V<'_>,
+    raw: &RawConfig,
+    cloud: &Cloud,
+    d: &Defaults,
+    credentials: &[Credential],
+    mailboxes: &[Mailbox],
+) -> Vec<GraphSettings> {
+    // `licensed` is read for every mailbox, so a malformed value is reported without Graph too
+    let mut licensed: Vec<(String, bool)> = Vec::new();
+    for (j, m) in raw.mailboxes.iter().flatten().enumerate() {
+        let flag = v.get(&format!("mailboxes[{j}].licensed"), &m.licensed);
+        if let Some(Lenient(Ok(name))) = &m.name {
+            if let Some(mb) = mailboxes.iter().find(|x| &x.name == name) {
+                licensed.push((name.clone(), flag.unwrap_or(mb.login_as.is_none())));
+            }
+        }
+    }
+    let mut out: Vec<(GraphSettings, String)> = Vec::new();
+    for (i, c) in raw.credentials.iter().flatten().enumerate() {
+        let Some(g) = &c.graph else { continue };
+        let p = |f: &str| format!("credentials[{i}].graph.{f}");
+        let cred = match &c.name {
+            Some(Lenient(Ok(n))) => credentials.iter().find(|x| &x.name == n),
+            _ => None,
+        };
+        if let Some(cr) = cred {
+            if cr.grant != GrantKind::ClientCredentials {
+                // a delegated Graph token would need its own sign-in and refresh-token chain
+                v.at_key(
+                    &format!("credentials[{i}].graph"),
+                    "Graph checks need an app-only credential (grant: client_credentials) with Application.Read.All, User.Read.All and ServiceHealth.Read.All; add a dedicated app-only credential with this graph: section",
+                );
+            }
+        }
+        let mut checks = Vec::new();
+        match &g.checks {
+            None => checks = GraphCheck::ALL.to_vec(),
+            Some(list) if list.is_empty() => v.at(
+                &p("checks"),
+                "must name at least one of app_credentials, licenses, service_health",
+            ),
+            Some(list) => {
+                for (j, item) in list.iter().enumerate() {
+                    let pp = format!("credentials[{i}].graph.checks[{j}]");
+                    if let Some(s) = v.get(&pp, &Some(item.clone())) {
+                        match GraphCheck::parse(&s) {
+                            Some(ch) if checks.contains(&ch) => {
+                                v.at(&pp, format!("{s} is listed twice"))
+                            }
+                            Some(ch) => checks.push(ch),
+                            None => v.at(
+                                &pp,
+                                format!(
+                                    "{s:?} is not a Graph check (app_credentials, licenses, service_health)"
+                                ),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        let interval = v.duration(&p("interval"), &g.interval, DEFAULT_GRAPH_INTERVAL);
+        let timeout = v.duration(&p("timeout"), &g.timeout, d.timeout);
+        check_interval(v, &p("interval"), interval, timeout);
+        let default_url = format!("https://{}", cloud.graph_host);
+        let url = match v.get(&p("graph_url"), &g.graph_url) {
+            Some(u) => match url::Url::parse(&u) {
+                Ok(x) if x.scheme() == "https" || (x.scheme() == "http" && is_loopback(&x)) => {
+                    u.trim_end_matches('/').to_string()
+                }
+                _ => {
+                    // the Graph token travels in a header: never in clear text over a network
+                    v.at(
+                        &p("graph_url"),
+                        format!(
+                            "{u:?} is not an https:// URL (http:// only to a loopback address)"
+                        ),
+                    );
+                    default_url.clone()
+                }
+            },
+            None => default_url.clone(),
+        };
+        let scope = v
+            .get(&p("scope"), &g.scope)
+            .unwrap_or_else(|| format!("{default_url}/.default"));
+        let service = match v.get(&p("service"), &g.service) {
+            Some(s) if s.trim().is_empty() || s.len() > 64 || s.contains('\'') => {
+                v.at(
+                    &p("service"),
+                    "must be a service name such as Exchange Online (at most 64 characters, no quote)",
+                );
+                DEFAULT_GRAPH_SERVICE.to_string()
+            }
+            Some(s) => s.trim().to_string(),
+            None => DEFAULT_GRAPH_SERVICE.to_string(),
+        };
+        if let Some(cr) = cred {
+            out.push((
+                GraphSettings {
+                    credential: cr.name.clone(),
+                    checks,
+                    interval,
+                    timeout,
+                    url,
+                    scope,
+                    service,
+                    licence_targets: Vec::new(),
+                },
+                cr.tenant.to_ascii_lowercase(),
+            ));
+        }
+    }
+    for m in mailboxes {
+        if !licensed.iter().any(|(n, l)| n == &m.name && *l) {
+            continue;
+        }
+        let tenant = credentials
+            .iter()
+            .find(|c| c.name == m.credential)
+            .map(|c| c.tenant.to_ascii_lowercase());
+        let runs = |g: &GraphSettings| g.runs(GraphCheck::Licenses);
+        let pick = out
+            .iter()
+            .position(|(g, _)| runs(g) && g.credential == m.credential)
+            .or_else(|| {
+                out.iter()
+                    .position(|(g, t)| runs(g) && Some(t) == tenant.as_ref())
+            });
+        if let Some(k) = pick {
+            out[k].0.licence_targets.push(LicenceTarget {
+                mailbox: m.name.clone(),
+                address: m.address.clone(),
+            });
+        }
+    }
+    out.into_iter().map(|(g, _)| g).collect()
 }
 
 fn is_loopback(u: &url::Url) -> bool {
