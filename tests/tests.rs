@@ -14,6 +14,8 @@ mod endpoint;
 mod exporter;
 #[path = "it/fake_idp.rs"]
 mod fake_idp;
+#[path = "it/graph.rs"]
+mod graph;
 #[path = "it/login_mailstack.rs"]
 mod login_mailstack;
 #[path = "it/login_scripted.rs"]

@@ -85,6 +85,7 @@ mod clock;
 mod config;
 mod failure;
 mod grant;
+mod graph;
 mod ids;
 mod jwt;
 mod registry;
@@ -101,6 +102,10 @@ use tokio_util::task::TaskTracker;
 
 pub use config::FileConfig;
 pub use failure::{Failure, Injection};
+pub use graph::{
+    FakeGraph, GraphApi, GraphApplication, GraphFailure, GraphIssue, GraphKey, GraphPlan,
+    GraphSecret, GraphService, GraphUser,
+};
 pub use registry::{App, AppSecret, User};
 pub use stats::{StatRow, Stats};
 
@@ -221,6 +226,7 @@ impl FakeIdp {
             strict_refresh: false,
             loop_detection: false,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            graph: FakeGraph::default(),
         }
     }
 }
@@ -236,6 +242,7 @@ pub struct FakeIdpBuilder {
     strict_refresh: bool,
     loop_detection: bool,
     listen: SocketAddr,
+    graph: FakeGraph,
 }
 
 impl FakeIdpBuilder {
@@ -350,6 +357,12 @@ impl FakeIdpBuilder {
         self
     }
 
+    /// What the fake Microsoft Graph (`/v1.0/…` on the same port) serves. Default: nothing.
+    pub fn graph(mut self, graph: FakeGraph) -> Self {
+        self.graph = graph;
+        self
+    }
+
     /// Listen address. Default `127.0.0.1:0` (a free port).
     pub fn listen(mut self, addr: SocketAddr) -> Self {
         self.listen = addr;
@@ -386,6 +399,7 @@ impl FakeIdpBuilder {
         let mut state = State::new(self.settings, signer, self.apps, self.users, self.signed_in);
         state.strict_refresh = self.strict_refresh;
         state.loop_detection = self.loop_detection;
+        state.graph = self.graph;
         state.base_url = format!("http://{addr}");
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -466,6 +480,17 @@ impl FakeIdpHandle {
             self.base_url(),
             self.tenant()
         )
+    }
+
+    /// Base URL of the fake Microsoft Graph (the exporter's `graph.graph_url`): the same
+    /// `http://127.0.0.1:PORT`.
+    pub fn graph_url(&self) -> String {
+        self.base_url()
+    }
+
+    /// Changes what the fake Graph serves (applications, users, service health, failures).
+    pub fn update_graph(&self, f: impl FnOnce(&mut FakeGraph)) {
+        f(&mut self.shared.lock().graph);
     }
 
     /// Adds a failure injection (checked in order, before normal processing).

@@ -117,6 +117,8 @@ pub(crate) struct State {
     /// Per user oid: refresh tokens issued before this Unix time are revoked (AADSTS50173).
     pub tokens_valid_from: HashMap<String, i64>,
     pub counters: Counters,
+    /// What the fake Microsoft Graph serves (`graph.rs`).
+    pub graph: super::graph::FakeGraph,
 }
 
 impl State {
@@ -146,6 +148,7 @@ impl State {
             loop_log: HashMap::new(),
             tokens_valid_from: HashMap::new(),
             counters: Counters::default(),
+            graph: super::graph::FakeGraph::default(),
         }
     }
 
