@@ -315,6 +315,9 @@ pub struct GraphSettings {
     pub service: String,
     /// Mailboxes whose licence this credential checks (each mailbox is checked by one credential).
     pub licence_targets: Vec<LicenceTarget>,
+    /// Credentials whose app registration `app_credentials` reads: this one, and those of the
+    /// same tenant without a Graph section of their own that runs it (each read by one).
+    pub app_targets: Vec<String>,
 }
 
 impl GraphSettings {

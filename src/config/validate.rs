@@ -898,9 +898,27 @@ fn graph(
                     scope,
                     service,
                     licence_targets: Vec::new(),
+                    app_targets: Vec::new(),
                 },
                 cr.tenant.to_ascii_lowercase(),
             ));
+        }
+    }
+    for c in credentials {
+        let tenant = c.tenant.to_ascii_lowercase();
+        let runs = |g: &GraphSettings| g.runs(GraphCheck::AppCredentials);
+        let pick = out
+            .iter()
+            .position(|(g, _)| runs(g) && g.credential == c.name)
+            .or_else(|| {
+                // a credential with a graph section that leaves app_credentials out opted out
+                if out.iter().any(|(g, _)| g.credential == c.name) {
+                    return None;
+                }
+                out.iter().position(|(g, t)| runs(g) && *t == tenant)
+            });
+        if let Some(k) = pick {
+            out[k].0.app_targets.push(c.name.clone());
         }
     }
     for m in mailboxes {
@@ -1208,6 +1226,110 @@ mailboxes:
             ]
         );
         assert_eq!(cfg.mailboxes[0].imap.host, "outlook.office365.com");
+    }
+
+    #[test]
+    fn graph_sections_default_to_the_cloud_and_assign_each_mailbox_once() {
+        let text = "\
+cloud: gcc-high
+credentials:
+  - name: user
+    tenant: contoso.onmicrosoft.us
+    client_id: 11111111-2222-3333-4444-555555555555
+    grant: refresh_token
+  - name: reader
+    tenant: Contoso.onmicrosoft.us
+    client_id: 22222222-2222-3333-4444-555555555555
+    grant: client_credentials
+    client_secret: x
+    graph: {}
+  - name: other
+    tenant: fabrikam.onmicrosoft.us
+    client_id: 33333333-2222-3333-4444-555555555555
+    grant: client_credentials
+    client_secret: y
+    graph:
+      checks: [licenses, service_health]
+      interval: 30m
+      graph_url: http://127.0.0.1:9/
+      scope: https://graph.microsoft.com/.default
+      service: Exchange
+mailboxes:
+  - {name: a, address: a@contoso.us, credential: user, protocols: [imap]}
+  - {name: b, address: b@contoso.us, credential: user, protocols: [imap], licensed: false}
+  - {name: s, address: s@contoso.us, credential: user, protocols: [imap], login_as: a@contoso.us}
+  - {name: f, address: f@fabrikam.us, credential: other, protocols: [imap]}
+  - {name: r, address: r@contoso.us, credential: reader, protocols: [pop3]}
+";
+        let mut c = ctx();
+        c.file_private = true;
+        let cfg = load(text, &c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.graph.len(), 2);
+        let r = &cfg.graph[0];
+        assert_eq!(
+            (r.credential.as_str(), r.checks.clone(), r.interval),
+            ("reader", GraphCheck::ALL.to_vec(), DEFAULT_GRAPH_INTERVAL)
+        );
+        assert_eq!(r.url, "https://graph.microsoft.us");
+        assert_eq!(r.scope, "https://graph.microsoft.us/.default");
+        assert_eq!(r.service, "Exchange Online");
+        // a (delegated credential, same tenant) and r (its own); not b (licensed: false),
+        // not s (shared: reached through a delegate), not f (another tenant)
+        let names: Vec<&str> = r
+            .licence_targets
+            .iter()
+            .map(|t| t.mailbox.as_str())
+            .collect();
+        assert_eq!(names, ["a", "r"]);
+        // the delegated credential's app registration is read by the reader too
+        assert_eq!(r.app_targets, ["user", "reader"]);
+        let o = &cfg.graph[1];
+        assert_eq!(o.url, "http://127.0.0.1:9");
+        assert_eq!(o.interval, Duration::from_secs(1800));
+        assert_eq!(o.service, "Exchange");
+        let names: Vec<&str> = o
+            .licence_targets
+            .iter()
+            .map(|t| t.mailbox.as_str())
+            .collect();
+        assert_eq!(names, ["f"]);
+        // `other` does not run app_credentials, so nobody reads its app registration
+        assert!(o.app_targets.is_empty());
+    }
+
+    #[test]
+    fn graph_mistakes_are_reported_with_their_paths() {
+        let text = "\
+credentials:
+  - name: user
+    tenant: contoso.onmicrosoft.com
+    client_id: 11111111-2222-3333-4444-555555555555
+    grant: refresh_token
+    graph:
+      checks: [licenses, licenses, gossip]
+      graph_url: http://graph.example.com
+      interval: 1s
+      timeout: 5s
+      colour: red
+mailboxes:
+  - {name: a, address: a@contoso.com, credential: user, protocols: [imap], licensed: maybe}
+";
+        let err = load(text, &ctx()).unwrap_err();
+        let got: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "credentials[0].graph",
+                "credentials[0].graph.checks[1]",
+                "credentials[0].graph.checks[2]",
+                "credentials[0].graph.graph_url",
+                "credentials[0].graph.interval",
+                "credentials[0].graph.colour",
+                "mailboxes[0].licensed",
+            ],
+            "{err}"
+        );
+        assert!(err.to_string().contains("client_credentials"), "{err}");
     }
 
     #[test]

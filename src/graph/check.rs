@@ -29,8 +29,9 @@ const MAX_KEYS: usize = 100;
 /// Everything a check of one credential needs.
 pub struct Ctx {
     pub settings: GraphSettings,
-    /// The configured credential (its secret or certificate tells which key is in use).
-    pub cred: Arc<Credential>,
+    /// The credentials whose app registrations `app_credentials` reads (`app_targets`); each
+    /// one's secret or certificate tells which key it uses.
+    pub targets: Vec<Arc<Credential>>,
     /// The Graph token source (scope `graph.scope`), separate from the Exchange one.
     pub source: Arc<TokenSource>,
     pub http: HttpClient,
@@ -138,31 +139,77 @@ pub async fn run(ctx: &Ctx, check: GraphCheck) -> RunOutcome {
 
 async fn app_credentials(ctx: &Ctx, client: &GraphClient, token: &SecretString) -> RunOutcome {
     let check = GraphCheck::AppCredentials;
-    // OData string literal: a quote is doubled
-    let id = ctx.cred.client_id.replace('\'', "''");
-    let url = client.url(
-        &["v1.0", &format!("applications(appId='{id}')")],
-        &[(
-            "$select",
-            "id,appId,displayName,passwordCredentials,keyCredentials",
-        )],
-    );
-    let app: Application = match client.get(&url, token).await {
-        Ok(a) => a,
-        Err(f) => {
-            let mut o = failed(check, &f, GraphReason::NotFound);
-            if o.reason == GraphReason::NotFound {
-                o.detail = format!(
-                    "{}: no application with appId {} in this tenant (a multi-tenant app's credentials sit on the application object in its home tenant)",
-                    f.message,
-                    model::token_chars(&ctx.cred.client_id, 64)
-                );
+    let mut apps: BTreeMap<String, Application> = BTreeMap::new();
+    let mut absent: Vec<String> = Vec::new();
+    let mut found = Vec::new();
+    let mut missing = Vec::new();
+    let mut details = Vec::new();
+    for target in &ctx.targets {
+        let id = &target.client_id;
+        if !apps.contains_key(id) && !absent.contains(id) {
+            // OData string literal: a quote is doubled
+            let url = client.url(
+                &[
+                    "v1.0",
+                    &format!("applications(appId='{}')", id.replace('\'', "''")),
+                ],
+                &[(
+                    "$select",
+                    "id,appId,displayName,passwordCredentials,keyCredentials",
+                )],
+            );
+            match client.get::<Application>(&url, token).await {
+                Ok(a) => {
+                    apps.insert(id.clone(), a);
+                }
+                Err(f) if f.status() == Some(404) => {
+                    details.push(format!(
+                        "credential {}: {}: no application with appId {} in this tenant (a multi-tenant app's credentials sit on the application object in its home tenant)",
+                        target.name,
+                        f.message,
+                        model::token_chars(id, 64)
+                    ));
+                    absent.push(id.clone());
+                }
+                Err(f) => {
+                    // denied, throttled or unreachable: the next application would fail alike
+                    let mut o = failed(check, &f, GraphReason::NotFound);
+                    details.insert(0, o.detail.clone());
+                    o.detail = details.join("; ");
+                    o.facts = Facts::Apps { found, missing };
+                    return o;
+                }
             }
-            return o;
         }
-    };
+        let Some(app) = apps.get(id) else {
+            missing.push(target.name.clone());
+            continue;
+        };
+        let (facts, detail) = read_app(ctx, target, app);
+        details.push(format!("credential {}: {detail}", target.name));
+        found.push((target.name.clone(), facts));
+    }
+    RunOutcome {
+        facts: Facts::Apps {
+            found,
+            missing: missing.clone(),
+        },
+        ..outcome(
+            if missing.is_empty() {
+                GraphReason::Ok
+            } else {
+                GraphReason::NotFound
+            },
+            details.join("; "),
+        )
+    }
+}
+
+/// The keys of `target`'s application, which of them `target` is configured with, and the
+/// resulting `secret_expires` in its token record.
+fn read_app(ctx: &Ctx, target: &Credential, app: &Application) -> (AppFacts, String) {
     let now = crate::state::unix(SystemTime::now()) as i64;
-    let thumbprint = match &ctx.cred.client_auth {
+    let thumbprint = match &target.client_auth {
         ClientAuth::Certificate { cert_der, .. } => Some(
             aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA1_FOR_LEGACY_USE_ONLY, cert_der)
                 .as_ref()
@@ -172,7 +219,7 @@ async fn app_credentials(ctx: &Ctx, client: &GraphClient, token: &SecretString) 
     };
     let mut keys = Vec::new();
     for p in app.password_credentials.iter().flatten() {
-        let in_use = match &ctx.cred.client_auth {
+        let in_use = match &target.client_auth {
             ClientAuth::Secret(s) => model::hint_matches(p.hint.as_deref(), s.expose_secret()),
             _ => false,
         };
@@ -218,48 +265,48 @@ async fn app_credentials(ctx: &Ctx, client: &GraphClient, token: &SecretString) 
     }
     // the earliest end among the matching keys: two secrets can share a hint
     let in_use_end = keys.iter().filter(|k| k.in_use).filter_map(|k| k.end).min();
-    let what = if thumbprint.is_some() {
-        "certificate"
-    } else {
-        "client secret"
+    let what = match (&target.client_auth, thumbprint.is_some()) {
+        (_, true) => "certificate",
+        (ClientAuth::Secret(_), _) => "client secret",
+        _ => "key (a public client has none)",
     };
     match (keys.iter().find(|k| k.in_use), in_use_end) {
         (Some(k), Some(end)) => detail.push_str(&format!(
-            "; the configured {what} is key {} ({:?}), {} {}",
+            ", the configured {what} is key {} ({:?}), {} {}",
             k.key_id,
             k.name,
             if end <= now { "expired" } else { "expires" },
             date(Some(end))
         )),
         (Some(k), None) => detail.push_str(&format!(
-            "; the configured {what} is key {} ({:?}), without an end date",
+            ", the configured {what} is key {} ({:?}), without an end date",
             k.key_id, k.name
         )),
         (None, _) => detail.push_str(&format!(
-            "; none of them is the configured {what}, so secret_expires from the configuration stays in use"
+            ", none of them is the configured {what}, so secret_expires from the configuration stays in use"
         )),
     }
-    let configured = ctx.cred.secret_expires;
-    ctx.state
-        .update_token(&ctx.cred.name, |r| match in_use_end {
-            Some(end) => {
-                r.secret_expires = Some(end);
-                r.secret_expires_source = "graph";
-            }
-            None if r.secret_expires_source == "graph" => {
-                r.secret_expires = configured;
-                r.secret_expires_source = if configured.is_some() { "config" } else { "" };
-            }
-            None => {}
-        });
-    RunOutcome {
-        facts: Facts::App(AppFacts {
+    let configured = target.secret_expires;
+    ctx.state.update_token(&target.name, |r| match in_use_end {
+        Some(end) => {
+            r.secret_expires = Some(end);
+            r.secret_expires_source = "graph";
+        }
+        None if r.secret_expires_source == "graph" => {
+            r.secret_expires = configured;
+            r.secret_expires_source = if configured.is_some() { "config" } else { "" };
+        }
+        None => {}
+    });
+    (
+        AppFacts {
+            reader: ctx.settings.credential.clone(),
             app_name,
             keys,
             as_of: SystemTime::now(),
-        }),
-        ..outcome(GraphReason::Ok, detail)
-    }
+        },
+        detail,
+    )
 }
 
 async fn licenses(ctx: &Ctx, client: &GraphClient, token: &SecretString) -> RunOutcome {

@@ -195,7 +195,7 @@ impl Runner {
             let reads = cfg
                 .graph
                 .iter()
-                .any(|g| g.credential == c.name && g.runs(GraphCheck::AppCredentials));
+                .any(|g| g.runs(GraphCheck::AppCredentials) && g.app_targets.contains(&c.name));
             if !reads {
                 let configured = c.secret_expires;
                 self.state.update_token(&c.name, |r| {
@@ -237,7 +237,7 @@ impl Runner {
             next.insert(g.credential.clone(), (fp, source.clone()));
             let ctx = Arc::new(check::Ctx {
                 settings: g.clone(),
-                cred: Arc::new(cred.clone()),
+                targets: targets(cfg, g),
                 source,
                 http,
                 state: self.state.clone(),
@@ -254,6 +254,15 @@ impl Runner {
         }
         *sources = next;
     }
+}
+
+/// The credentials whose app registrations `g` reads.
+fn targets(cfg: &Config, g: &GraphSettings) -> Vec<Arc<Credential>> {
+    g.app_targets
+        .iter()
+        .filter_map(|n| cfg.credential(n))
+        .map(|c| Arc::new(c.clone()))
+        .collect()
 }
 
 fn check_outcome(reason: GraphReason, detail: String) -> RunOutcome {
@@ -363,7 +372,7 @@ pub async fn run_once(cfg: &Config, state: &Arc<State>) {
         };
         let ctx = check::Ctx {
             settings: g.clone(),
-            cred: Arc::new(cred.clone()),
+            targets: targets(cfg, g),
             source,
             http,
             state: state.clone(),

@@ -62,9 +62,11 @@ pub struct AppKey {
     pub in_use: bool,
 }
 
-/// What the app-credentials check read.
+/// What the app-credentials check read about one credential's app registration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct AppFacts {
+    /// The credential whose Graph check read it.
+    pub reader: String,
     pub app_name: String,
     pub keys: Vec<AppKey>,
     pub as_of: SystemTime,
@@ -114,7 +116,12 @@ pub const MAX_ISSUES_KEPT: usize = 50;
 pub enum Facts {
     /// Nothing new (a failure): earlier facts stay until they are stale.
     None,
-    App(AppFacts),
+    /// App registrations read in this run, by credential, and the credentials whose application
+    /// was not found (forgotten).
+    Apps {
+        found: Vec<(String, AppFacts)>,
+        missing: Vec<String>,
+    },
     /// Licences read in this run, and the mailboxes whose user does not exist (forgotten).
     Licences {
         found: Vec<(String, LicenceFacts)>,
@@ -139,7 +146,7 @@ pub struct RunOutcome {
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
     pub checks: BTreeMap<(String, GraphCheck), CheckRecord>,
-    /// By credential.
+    /// By the credential whose app registration it is.
     pub apps: BTreeMap<String, AppFacts>,
     /// By mailbox.
     pub licences: BTreeMap<String, LicenceFacts>,
@@ -174,7 +181,13 @@ impl GraphStore {
                 .iter()
                 .any(|g| g.credential == cred && g.runs(check))
         };
-        s.apps.retain(|c, _| runs(c, GraphCheck::AppCredentials));
+        s.apps.retain(|c, a| {
+            settings.iter().any(|g| {
+                g.credential == a.reader
+                    && g.runs(GraphCheck::AppCredentials)
+                    && g.app_targets.contains(c)
+            })
+        });
         s.health.retain(|c, _| runs(c, GraphCheck::ServiceHealth));
         s.licences.retain(|m, f| {
             settings.iter().any(|g| {
@@ -214,8 +227,13 @@ impl GraphStore {
         }
         match out.facts {
             Facts::None => {}
-            Facts::App(a) => {
-                s.apps.insert(credential.to_string(), a);
+            Facts::Apps { found, missing } => {
+                for (c, a) in found {
+                    s.apps.insert(c, a);
+                }
+                for c in missing {
+                    s.apps.remove(&c);
+                }
             }
             Facts::Health(h) => {
                 s.health.insert(credential.to_string(), h);
@@ -233,11 +251,9 @@ impl GraphStore {
         let max_age = interval.saturating_mul(STALE_AFTER_INTERVALS);
         let fresh = |t: SystemTime| now.duration_since(t).unwrap_or(Duration::ZERO) <= max_age;
         match check {
-            GraphCheck::AppCredentials => {
-                if s.apps.get(credential).is_some_and(|a| !fresh(a.as_of)) {
-                    s.apps.remove(credential);
-                }
-            }
+            GraphCheck::AppCredentials => s
+                .apps
+                .retain(|_, a| a.reader != credential || fresh(a.as_of)),
             GraphCheck::ServiceHealth => {
                 if s.health.get(credential).is_some_and(|h| !fresh(h.as_of)) {
                     s.health.remove(credential);
@@ -276,6 +292,7 @@ mod tests {
             scope: "https://graph.microsoft.com/.default".into(),
             service: "Exchange Online".into(),
             licence_targets: Vec::new(),
+            app_targets: vec!["app".into()],
         }
     }
 

@@ -707,12 +707,14 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
         "When each client secret (type password) or certificate of the credential's app registration expires, as Microsoft Graph reports it; once known",
         cfg.graph
             .iter()
-            .filter_map(|s| g.apps.get(&s.credential).map(|a| (s, a)))
-            .flat_map(|(s, a)| {
+            .filter(|s| s.runs(crate::config::GraphCheck::AppCredentials))
+            .flat_map(|s| s.app_targets.iter())
+            .filter_map(|c| g.apps.get(c).map(|a| (c, a)))
+            .flat_map(|(c, a)| {
                 a.keys.iter().filter_map(move |k| {
                     Some((
                         vec![
-                            ("credential", s.credential.clone()),
+                            ("credential", c.clone()),
                             ("key_id", k.key_id.clone()),
                             ("type", k.kind.as_str().to_string()),
                         ],
@@ -919,18 +921,25 @@ mailboxes:
             facts,
         };
         let now = SystemTime::now();
-        let app = Facts::App(AppFacts {
-            app_name: "ECE".into(),
-            keys: vec![AppKey {
-                key_id: "11111111-2222-3333-4444-555555555555".into(),
-                kind: KeyKind::Password,
-                name: "prod".into(),
-                start: None,
-                end: Some(1_800_000_000),
-                in_use: true,
-            }],
-            as_of: now,
-        });
+        let app = Facts::Apps {
+            found: vec![(
+                "reader".into(),
+                AppFacts {
+                    reader: "reader".into(),
+                    app_name: "ECE".into(),
+                    keys: vec![AppKey {
+                        key_id: "11111111-2222-3333-4444-555555555555".into(),
+                        kind: KeyKind::Password,
+                        name: "prod".into(),
+                        start: None,
+                        end: Some(1_800_000_000),
+                        in_use: true,
+                    }],
+                    as_of: now,
+                },
+            )],
+            missing: Vec::new(),
+        };
         state.graph.publish(
             "reader",
             GraphCheck::AppCredentials,

@@ -685,3 +685,194 @@ async fn the_exporter_runs_the_graph_checks_and_shows_them() {
     }
     idp.shutdown().await;
 }
+
+/// `amtool` against `url`; its stdout, or a panic with what it said.
+fn amtool(url: &str, args: &[&str]) -> String {
+    let out = std::process::Command::new("amtool")
+        .args(args)
+        .arg(format!("--alertmanager.url={url}"))
+        .output()
+        .expect("amtool runs (scripts/install-deps.sh installs prometheus-alertmanager)");
+    assert!(
+        out.status.success(),
+        "amtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_alertmanager_example_inhibits_microsoft_side_login_failures_during_an_incident() {
+    use crate::support::promstack::{Alertmanager, WebhookSink};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("alerts/alertmanager.example.yml"))
+        .expect("example exists");
+    // the shipped file as it is, only its receivers pointed at a local sink
+    let sink = WebhookSink::start();
+    let cfg = example
+        .replace("http://127.0.0.1:9097/o365-mail-exporter/page", &sink.url)
+        .replace(
+            "http://127.0.0.1:9098/o365-mail-exporter/warning",
+            &sink.url,
+        );
+    assert_ne!(cfg, example, "receiver URLs not found in the example");
+    let dir = tempfile::tempdir().expect("tmp");
+    let am = Alertmanager::start(dir.path(), &cfg);
+    let url = format!("http://{}", am.addr);
+    let svc = "instance=ece-svc:10030";
+    let login = |mailbox: &str, reason: &str, instance: &str| {
+        amtool(
+            &url,
+            &[
+                "alert",
+                "add",
+                "alertname=O365MailboxLoginFailing",
+                "severity=page",
+                "job=o365-mail-exporter",
+                instance,
+                &format!("mailbox={mailbox}"),
+                "protocol=imap",
+                &format!("reason={reason}"),
+                "credential=ece",
+                "shared=false",
+            ],
+        );
+    };
+    login("support", "connection_closed", svc);
+    login("sales", "auth_rejected", svc);
+    login("support", "timeout", "instance=ece-app1:10030");
+    // before the incident nothing is inhibited
+    let query = |flags: &[&str]| {
+        let mut args = vec!["alert", "query", "-o", "json"];
+        args.extend_from_slice(flags);
+        args.push("alertname=O365MailboxLoginFailing");
+        let v: serde_json::Value =
+            serde_json::from_str(&amtool(&url, &args)).expect("amtool prints JSON");
+        let mut got: Vec<(String, String, String)> = v
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|a| {
+                let l = &a["labels"];
+                (
+                    l["instance"].as_str().unwrap_or("").to_string(),
+                    l["mailbox"].as_str().unwrap_or("").to_string(),
+                    a["status"]["state"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        got
+    };
+    assert_eq!(query(&["--active"]).len(), 3);
+    amtool(
+        &url,
+        &[
+            "alert",
+            "add",
+            "alertname=O365ExchangeOnlineIncident",
+            "severity=warning",
+            "job=o365-mail-exporter",
+            svc,
+            "credential=graph",
+            "service=\"Exchange Online\"",
+            "classification=incident",
+            "status=serviceDegradation",
+        ],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let want_inhibited = vec![(
+        "ece-svc:10030".to_string(),
+        "support".to_string(),
+        "suppressed".to_string(),
+    )];
+    loop {
+        if query(&["--inhibited"]) == want_inhibited {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not inhibited: {:?}",
+            query(&["--inhibited", "--active"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // an admin-side reason and another server's failure still page
+    let active: Vec<(String, String)> = query(&["--active"])
+        .into_iter()
+        .map(|(i, m, _)| (i, m))
+        .collect();
+    assert_eq!(
+        active,
+        vec![
+            ("ece-app1:10030".to_string(), "support".to_string()),
+            ("ece-svc:10030".to_string(), "sales".to_string()),
+        ]
+    );
+    drop(am);
+}
+
+#[tokio::test]
+async fn a_dedicated_app_only_reader_watches_the_products_delegated_credential() {
+    const ECE: &str = "eeeeeeee-1111-2222-3333-444444444444";
+    const ECE_SECRET: &str = "ece-web-app-secret";
+    let t = now();
+    let graph = tenant(t).application(
+        GraphApplication::new(ECE)
+            .display_name("ECE web app")
+            .secret(
+                "22222222-aaaa-bbbb-cccc-000000000001",
+                "web",
+                ECE_SECRET,
+                t - DAY,
+                t + 45 * DAY,
+            ),
+    );
+    let idp = idp(graph, &ALL_ROLES).await;
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::write(dir.path().join("ece.txt"), ECE_SECRET).expect("write");
+    // the product's credential is delegated (a confidential web app with its own secret); the
+    // mailboxes use it; the app-only credential `app` runs Graph for both
+    let product = format!(
+        "  - name: ece\n    tenant: {}\n    client_id: {ECE}\n    grant: refresh_token\n    authority: {}\n    client_secret_file: ece.txt\n",
+        idp.tenant(),
+        idp.base_url()
+    );
+    let text = yaml(&idp, dir.path(), "", &mailboxes(""))
+        .replace("credential: app,", "credential: ece,")
+        .replace("mailboxes:\n", &format!("{product}mailboxes:\n"));
+    std::fs::write(dir.path().join("c.yaml"), text).expect("write");
+    let cfg = config::load_file(&dir.path().join("c.yaml")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.graph[0].app_targets, ["app", "ece"]);
+    assert_eq!(cfg.graph[0].licence_targets.len(), 3);
+    let state = state_for(&cfg);
+    graph::run_once(&cfg, &state).await;
+    assert_eq!(reason(&state, GraphCheck::AppCredentials), GraphReason::Ok);
+    for (cred, end) in [("app", t + 10 * DAY), ("ece", t + 45 * DAY)] {
+        let rec = state.token(cred).expect("record");
+        assert_eq!(
+            (rec.secret_expires, rec.secret_expires_source),
+            (Some(end), "graph"),
+            "{cred}"
+        );
+    }
+    let text = scrape(&state, &cfg);
+    assert_eq!(
+        sample(
+            &text,
+            "o365_client_secret_expiry_timestamp_seconds{credential=\"ece\"}"
+        ),
+        Some((t + 45 * DAY) as f64)
+    );
+    assert!(
+        text.contains("o365_app_credential_expiry_timestamp_seconds{credential=\"ece\",key_id=\"22222222-aaaa-bbbb-cccc-000000000001\",type=\"password\"}"),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "o365_mailbox_exchange_licensed{mailbox=\"bob\"}"),
+        Some(0.0)
+    );
+    assert_eq!(graph_requests(&idp, "applications"), 2);
+    idp.shutdown().await;
+}
