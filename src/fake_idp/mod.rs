@@ -20,6 +20,10 @@
 //!   auto-posting form). Unknown client or unregistered redirect URI: an HTML error page (400).
 //! - `POST /{tenant}/oauth2/v2.0/devicecode`: `user_code`, `device_code`, `verification_uri`,
 //!   `expires_in`, `interval`, `message` (no `verification_uri_complete`, as Entra).
+//! - `GET /v1.0/…`: a fake Microsoft Graph for the exporter's Graph checks (applications'
+//!   credentials, users' assigned plans, service health with paging), answering only tokens this
+//!   fake issued, with a Graph audience and the API's application role ([`FakeGraph`], set with
+//!   [`FakeIdpBuilder::graph`] or [`FakeIdpHandle::update_graph`]; `graph.rs`).
 //! - `/_fake/…`: the control API (loopback peers only), JSON in and out:
 //!   `GET health`, `GET stats`, `POST stats/reset`, `POST inject` ([`Injection`] JSON),
 //!   `GET injections`, `POST clear`, `POST user {"upn"}`, `GET device` (pending user codes),
