@@ -401,6 +401,17 @@ mod tests {
     }
 
     #[test]
+    fn docs_graph_md_explains_every_reason() {
+        let doc = include_str!("../../docs/graph.md");
+        for r in GraphReason::ALL {
+            assert!(
+                doc.contains(&format!("| `{}` |", r.as_str())),
+                "docs/graph.md has no row for reason {r}"
+            );
+        }
+    }
+
+    #[test]
     fn throttling_waits_for_retry_after_and_transient_failures_retry_sooner() {
         let hour = Duration::from_secs(3600);
         let mut o = check_outcome(GraphReason::Ok, String::new());
