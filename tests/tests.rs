@@ -8,6 +8,8 @@ mod support;
 mod check;
 #[path = "it/config_files.rs"]
 mod config_files;
+#[path = "it/e2e.rs"]
+mod e2e;
 #[path = "it/endpoint.rs"]
 mod endpoint;
 #[path = "it/exporter.rs"]
