@@ -4,6 +4,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "it/browser.rs"]
+mod browser;
 #[path = "it/check.rs"]
 mod check;
 #[path = "it/config_files.rs"]

@@ -344,7 +344,7 @@ fn inject(port: u16, json: &str) {
 }
 
 #[cfg(unix)]
-fn set_mode(p: &Path, mode: u32) {
+pub fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).expect("chmod");
 }
