@@ -4,10 +4,14 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "it/browser.rs"]
+mod browser;
 #[path = "it/check.rs"]
 mod check;
 #[path = "it/config_files.rs"]
 mod config_files;
+#[path = "it/e2e.rs"]
+mod e2e;
 #[path = "it/endpoint.rs"]
 mod endpoint;
 #[path = "it/exporter.rs"]

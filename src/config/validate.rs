@@ -422,7 +422,10 @@ fn endpoints(v: &mut V<'_>, raw: &RawConfig, cloud: &Cloud, d: &Defaults) -> Vec
         let ca_file = v.file(&p("ca_file"), &e.ca_file);
         let interval = v.duration(&p("interval"), &e.interval, d.interval);
         let timeout = v.duration(&p("timeout"), &e.timeout, d.timeout);
-        check_interval(v, &p("interval"), interval, timeout);
+        // inherited values were checked once under `defaults`
+        if e.interval.is_some() || e.timeout.is_some() {
+            check_interval(v, &p("interval"), interval, timeout);
+        }
         if let (Some(name), Some(host), Some(port), Some(tls)) = (name, host, port, tls) {
             out.push(Endpoint {
                 name,
@@ -600,7 +603,9 @@ fn mailboxes(v: &mut V<'_>, raw: &RawConfig, d: &Defaults, base: &ServerSet) -> 
             .unwrap_or(login_as.is_some());
         let interval = v.duration(&p("interval"), &m.interval, d.login_interval);
         let timeout = v.duration(&p("timeout"), &m.timeout, d.login_timeout);
-        check_interval(v, &p("interval"), interval, timeout);
+        if m.interval.is_some() || m.timeout.is_some() {
+            check_interval(v, &p("interval"), interval, timeout);
+        }
         let set = servers(v, &p("servers"), m.servers.as_ref(), base);
         if let (Some(name), Some(address)) = (name, address) {
             out.push(Mailbox {
