@@ -991,7 +991,19 @@ pub fn default_scopes(
 fn client_auth(v: &mut V<'_>, i: usize, c: &RawCredential) -> ClientAuth {
     let p = |f: &str| format!("credentials[{i}].{f}");
     let mut found: Vec<ClientAuth> = Vec::new();
-    if let Some(s) = v.get(&p("client_secret"), &c.client_secret) {
+    // serde's type error quotes the value ("invalid type: integer `1234`"), which here is the
+    // secret itself (all digits, or anything else YAML reads as a number or boolean)
+    let inline = match &c.client_secret {
+        Some(Lenient(Err(_))) => {
+            v.at(
+                &p("client_secret"),
+                "must be a string: put the secret in quotes (or use client_secret_file)",
+            );
+            None
+        }
+        other => v.get(&p("client_secret"), other),
+    };
+    if let Some(s) = inline {
         if v.ctx.file_private {
             found.push(ClientAuth::Secret(SecretString::from(s)));
         } else {
@@ -1205,6 +1217,16 @@ credentials:
             cfg.credentials[0].scopes,
             vec!["https://outlook.office365.com/.default"]
         );
+    }
+
+    #[test]
+    fn a_secret_yaml_reads_as_a_number_is_refused_without_quoting_it() {
+        for value in ["918273645501", "9182736.5", "true"] {
+            let text = format!("credentials:\n  - name: a\n    tenant: t.example\n    client_id: x\n    grant: client_credentials\n    client_secret: {value}\n");
+            let e = load(&text, &ctx()).expect_err("refused").to_string();
+            assert!(e.contains("client_secret: must be a string"), "{e}");
+            assert!(!e.contains(value), "{e}");
+        }
     }
 
     #[test]

@@ -228,6 +228,7 @@ impl FakeIdp {
             users: Vec::new(),
             signed_in: None,
             strict_refresh: false,
+            refresh_grace: false,
             loop_detection: false,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
             graph: FakeGraph::default(),
@@ -244,6 +245,7 @@ pub struct FakeIdpBuilder {
     users: Vec<User>,
     signed_in: Option<String>,
     strict_refresh: bool,
+    refresh_grace: bool,
     loop_detection: bool,
     listen: SocketAddr,
     graph: FakeGraph,
@@ -348,6 +350,17 @@ impl FakeIdpBuilder {
         self
     }
 
+    /// Strict rotation's lost-answer grace (only with [`Self::strict_refresh`]): a used refresh
+    /// token stays redeemable until the token it was rotated into has been used, and redeeming
+    /// it again retires that unused successor. No client can persist a token it has not
+    /// received yet, so without the grace a crash between the server's rotation and the
+    /// client's save kills any chain; with it, AADSTS70000 (or 9002313 for a retired token)
+    /// means the client used a token it had not persisted, or went back to an older one.
+    pub fn refresh_grace(mut self, on: bool) -> Self {
+        self.refresh_grace = on;
+        self
+    }
+
     /// Microsoft's loop detection (AADSTS50196 from the 15th identical request in 5 min).
     pub fn loop_detection(mut self, on: bool) -> Self {
         self.loop_detection = on;
@@ -402,6 +415,7 @@ impl FakeIdpBuilder {
         })?;
         let mut state = State::new(self.settings, signer, self.apps, self.users, self.signed_in);
         state.strict_refresh = self.strict_refresh;
+        state.refresh_grace = self.refresh_grace;
         state.loop_detection = self.loop_detection;
         state.graph = self.graph;
         state.base_url = format!("http://{addr}");
