@@ -4,6 +4,8 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "it/canary.rs"]
+mod canary;
 #[path = "it/check.rs"]
 mod check;
 #[path = "it/config_files.rs"]
@@ -14,6 +16,8 @@ mod endpoint;
 mod exporter;
 #[path = "it/fake_idp.rs"]
 mod fake_idp;
+#[path = "it/faults.rs"]
+mod faults;
 #[path = "it/login_mailstack.rs"]
 mod login_mailstack;
 #[path = "it/login_scripted.rs"]
@@ -22,6 +26,8 @@ mod login_scripted;
 mod mailstack;
 #[path = "it/oauth.rs"]
 mod oauth;
+#[path = "it/reliability.rs"]
+mod reliability;
 #[path = "it/rules.rs"]
 mod rules;
 #[path = "it/webconfig.rs"]
