@@ -19,8 +19,8 @@ use o365_mail_exporter::oauth::TokenStore;
 use secrecy::ExposeSecret;
 
 use crate::reliability::{
-    delegated_credential_yaml, device_login, heavy, runtime, serve, store_refresh_token, test_pki,
-    Behaviour, ALICE, IMAP_SCOPE, PUBLIC,
+    delegated_credential_yaml, device_login, heavy, report, runtime, serve, store_refresh_token,
+    test_pki, Behaviour, ALICE, IMAP_SCOPE, PUBLIC,
 };
 use crate::support::exporter::{bin, free_port, get, request, write};
 
@@ -413,7 +413,7 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
     )
     .is_empty());
     assert!(!hits("self-test", &format!("=={FILE_SECRET}=="), &canaries).is_empty());
-    eprintln!(
+    report!(
         "canaries: {} canaries (4 client secrets, {} access tokens, {} refresh tokens) searched in {} outputs \
          ({} kB: stderr at debug, metrics in both formats, the status page, {} transcript pages, \
          check text and JSON, a refused reload, {} config errors): {} hits",

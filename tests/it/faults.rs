@@ -28,8 +28,8 @@ use o365_mail_exporter::state::{CheckKey, State};
 use secrecy::ExposeSecret;
 
 use crate::reliability::{
-    delegated_credential_yaml, device_login, heavy, runtime, serve, store_refresh_token, test_pki,
-    Behaviour, ALICE, IMAP_SCOPE, PUBLIC,
+    delegated_credential_yaml, device_login, heavy, report, runtime, serve, store_refresh_token,
+    test_pki, Behaviour, ALICE, IMAP_SCOPE, PUBLIC,
 };
 use crate::support::exporter::{get, request, sample, write, Exporter};
 use crate::support::mailstack::MailStack;
@@ -176,12 +176,12 @@ async fn an_hour_long_token_outage_under_the_running_scheduler_stays_under_loop_
     let worst = max_in_window(&samples, Duration::from_secs(300), STEP);
     let loop_detected = idp.stats().aadsts(50196);
     let (tok, login_reasons, login) = during.expect("sampled during the outage");
-    eprintln!(
+    report!(
         "outage: token endpoint down for 60 min under {MAILBOXES} logins a minute: {requests_in_outage} \
          token requests in the hour, at most {worst} in any 5 minutes (Microsoft's loop detection: \
-         15), loop detection tripped {loop_detected} times; recovered {:?} after the end; during \
-         it the token said `{}` and logins `{}`",
-        recovered,
+         15), loop detection tripped {loop_detected} times; token and logins recovered {} after \
+         the end; during it the token said `{}` and logins `{}`",
+        recovered.map_or("never".to_string(), |d| format!("{} s", d.as_secs())),
         tok.last_reason,
         login_reasons[0]
     );
@@ -463,7 +463,7 @@ fn mail_servers_killed_and_restarted_while_logins_run() {
         .map(|(r, n)| (r, n - before.get(r).copied().unwrap_or(0.0)))
         .filter(|(_, n)| *n > 0.0)
         .collect();
-    eprintln!(
+    report!(
         "mail servers: {RESTARTS} kill-and-restart rounds under {} logins every 2 s ({open_at_kill} kills with a dialogue open): failures by reason {new:?}; \
          recovery after each restart {recoveries:?}; slowest login seen {slowest:?} (deadline 2 s)",
         checks.len() + 3
@@ -545,7 +545,7 @@ fn unresolvable_names_fail_fast_with_their_reason_everywhere() {
     );
     let (_, page) = e.get("/");
     assert!(page.contains("dns"), "{page}");
-    eprintln!("dns: endpoints, logins and the token endpoint on .invalid names: dns / dns / network, each within its deadline");
+    report!("dns: endpoints, logins and the token endpoint on .invalid names: dns / dns / network, each within its deadline");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -712,7 +712,7 @@ fn a_full_then_read_only_state_directory_is_a_clear_error_and_loses_nothing() {
         let saved_after = t.elapsed();
         assert_ne!(stored(), old, "{mode}: the rotated token is saved");
         assert_eq!(entries(), 1);
-        eprintln!(
+        report!(
             "state dir {mode}: store_error with \"{why}\", token file intact, metrics served; saved {saved_after:?} after the directory was writable again"
         );
         drop(e);
@@ -820,7 +820,7 @@ fn a_hundred_reloads_valid_and_invalid_in_turn_while_scraped() {
         scrapes += ok;
         failed.extend(f);
     }
-    eprintln!(
+    report!(
         "reload storm: {RELOADS} reloads (valid and invalid in turn) in {:.1} s under {} scrapes: \
          failed scrapes {}, wrong reload answers or metrics {}",
         took.as_secs_f64(),
