@@ -6,6 +6,8 @@ mod support;
 
 #[path = "it/browser.rs"]
 mod browser;
+#[path = "it/canary.rs"]
+mod canary;
 #[path = "it/check.rs"]
 mod check;
 #[path = "it/config_files.rs"]
@@ -18,6 +20,8 @@ mod endpoint;
 mod exporter;
 #[path = "it/fake_idp.rs"]
 mod fake_idp;
+#[path = "it/faults.rs"]
+mod faults;
 #[path = "it/graph.rs"]
 mod graph;
 #[path = "it/login_mailstack.rs"]
@@ -28,6 +32,8 @@ mod login_scripted;
 mod mailstack;
 #[path = "it/oauth.rs"]
 mod oauth;
+#[path = "it/reliability.rs"]
+mod reliability;
 #[path = "it/rules.rs"]
 mod rules;
 #[path = "it/webconfig.rs"]
