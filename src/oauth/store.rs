@@ -416,9 +416,9 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let s = TokenStore::new(d.path());
         s.save("ece", &tok("RT-1")).unwrap();
-        let stale = d.path().join(".ece.json.1234.0badcafe.tmp");
-        let fresh = d.path().join(".ece.json.1235.0badbeef.tmp");
-        let other = d.path().join(".other.json.1236.00000000.tmp");
+        let stale = s.dir().join(".ece.json.1234.0badcafe.tmp");
+        let fresh = s.dir().join(".ece.json.1235.0badbeef.tmp");
+        let other = s.dir().join(".other.json.1236.00000000.tmp");
         for p in [&stale, &fresh, &other] {
             std::fs::write(p, "{}").unwrap();
         }
