@@ -24,6 +24,21 @@ pub const EXIT_CONFIG: u8 = 2;
 /// How long shutdown waits for in-flight checks and requests.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
+/// Most worker threads. The exporter's work is waiting on the network: at 1,000 mailboxes it
+/// needs ~1% of one core (docs/benchmarks.md). Each extra worker costs memory (a stack and a
+/// malloc arena that keeps what the thread freed), so a many-core host gets two, not one per core.
+pub const MAX_WORKERS: usize = 2;
+
+/// The async runtime the exporter runs on (also used by `examples/probe_loop.rs`, so the
+/// benchmarks measure the same runtime).
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    let cores = std::thread::available_parallelism().map_or(1, usize::from);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cores.clamp(1, MAX_WORKERS))
+        .enable_all()
+        .build()
+}
+
 /// Load the configuration named on the command line, or the embedded default.
 pub fn load(path: Option<&PathBuf>) -> Result<(Config, Plan), String> {
     let cfg = match path {

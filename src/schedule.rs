@@ -140,6 +140,8 @@ impl Scheduler {
             ));
         }
         for m in &cfg.mailboxes {
+            // one copy per mailbox, shared by its protocols' tasks
+            let mailbox = Arc::new(m.clone());
             for p in &m.protocols {
                 let Some(tls) = plan.tls_for(&m.server(*p).ca_file).cloned() else {
                     continue;
@@ -148,7 +150,7 @@ impl Scheduler {
                     mailbox: m.name.clone(),
                     protocol: *p,
                 };
-                let mailbox = Arc::new(m.clone());
+                let mailbox = mailbox.clone();
                 let source = sources.get(&m.credential).cloned();
                 let protocol = *p;
                 gen.tasks.spawn(run_check(
@@ -251,20 +253,31 @@ pub async fn run_check<F, Fut>(
     F: Fn() -> Fut,
     Fut: Future<Output = Outcome>,
 {
-    let first = random_upto(jitter.min(interval));
+    let mut due = Instant::now() + random_upto(jitter.min(interval));
     tokio::select! {
         _ = cancel.cancelled() => return,
-        _ = tokio::time::sleep(first) => {}
+        _ = tokio::time::sleep_until(due) => {}
     }
     loop {
-        let started = Instant::now();
         let permit = tokio::select! {
             _ = cancel.cancelled() => return,
             p = sem.acquire() => match p { Ok(p) => p, Err(_) => return },
         };
+        // The interval counts from when the run really starts, after waiting for a permit: at
+        // start-up every check is due within `jitter` and they queue (3,000 logins at 16 at a
+        // time take a while), and counting from the due time would keep them bunched and queuing
+        // every cycle; counted from the start, the next cycle arrives spread out as this one ran.
+        let started = Instant::now();
+        // How late this run starts against its schedule: timer lateness plus the wait for a
+        // concurrency permit. Logged (not a metric) so a too-low max_concurrent_checks for the
+        // number of checks shows up; docs/benchmarks.md reads it.
+        let slip = started.saturating_duration_since(due);
+        // Boxed: a login dialogue's future is kilobytes, and inline it would sit in every idle
+        // task for the whole interval (3,000 of them at 1,000 mailboxes); boxed, only the checks
+        // running right now hold one.
         let outcome = tokio::select! {
             _ = cancel.cancelled() => return,
-            o = check() => o,
+            o = Box::pin(check()) => o,
         };
         drop(permit);
         let mut wait = interval + random_upto(jitter);
@@ -272,15 +285,18 @@ pub async fn run_check<F, Fut>(
             wait = wait.max(b);
         }
         let next = started + wait;
+        due = next;
         let next_wall = SystemTime::now() + next.saturating_duration_since(Instant::now());
+        let slip_ms = slip.as_millis() as u64;
         if outcome.success {
-            tracing::debug!(check = %key.id(), duration_ms = outcome.duration.as_millis() as u64, "check ok");
+            tracing::debug!(check = %key.id(), duration_ms = outcome.duration.as_millis() as u64, slip_ms, "check ok");
         } else {
             tracing::info!(
                 check = %key.id(),
                 reason = outcome.reason.as_str(),
                 phase = outcome.failed_phase.map(|p| p.as_str()).unwrap_or("-"),
                 detail = %outcome.detail,
+                slip_ms,
                 "check failed"
             );
         }
@@ -296,6 +312,50 @@ pub async fn run_check<F, Fut>(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    /// A run that had to wait for a concurrency permit counts its interval from when it really
+    /// started, so checks queued at start-up do not stay bunched (and queue again) every cycle.
+    #[tokio::test(start_paused = true)]
+    async fn interval_counts_from_the_start_after_the_permit() {
+        let state = Arc::new(State::new());
+        let keys = [
+            CheckKey::Endpoint("a".into()),
+            CheckKey::Endpoint("b".into()),
+        ];
+        state.reconcile_checks(&keys);
+        let sem = Arc::new(Semaphore::new(1));
+        let cancel = CancellationToken::new();
+        for key in &keys {
+            tokio::spawn(run_check(
+                key.clone(),
+                Duration::from_secs(60),
+                Duration::ZERO,
+                state.clone(),
+                sem.clone(),
+                cancel.clone(),
+                || async {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
+                    Outcome::pending()
+                },
+            ));
+        }
+        // Both due at 0; one runs 0-10 s, the other waits and runs 10-20 s. The paused clock
+        // does not move SystemTime, so `next_run` (wall time) reads as "publish time + the wait
+        // left": 60 s from the run's start, less the 10 s it ran, for the queued one too (counted
+        // from its due time it would be 40 s).
+        tokio::time::sleep(Duration::from_secs(25)).await;
+        let now = SystemTime::now();
+        let ahead: Vec<u64> = keys
+            .iter()
+            .map(|k| {
+                let next = state.check(k).and_then(|r| r.next_run).expect("scheduled");
+                next.duration_since(now)
+                    .map_or(0, |d| d.as_secs_f64().round() as u64)
+            })
+            .collect();
+        assert_eq!(ahead, vec![50, 50]);
+        cancel.cancel();
+    }
 
     #[tokio::test(start_paused = true)]
     async fn runs_on_interval_and_honours_backoff() {

@@ -7,20 +7,64 @@
 //! `phase`, `protocol`, `tls`), never e-mail addresses or free text. The names and meanings are
 //! the contract in `docs/metrics.md`, which a test compares with a live scrape.
 
+use std::collections::BTreeMap;
 use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use prometheus_client::encoding::{DescriptorEncoder, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, NoLabelSet};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
 use crate::config::Config;
 use crate::probe::{Phase, Protocol};
-use crate::state::{unix, CheckKey, Histogram, State};
+use crate::state::{unix, CheckKey, CheckRecord, Histogram, State};
 
-type Labels = Vec<(&'static str, String)>;
+/// The labels of one series, borrowed from the configuration and the state being encoded.
+///
+/// A scrape at 1,000 mailboxes writes ~43,000 series (docs/benchmarks.md); an owned `Vec` of
+/// `String`s per series made allocation the bulk of the encode time, so labels are a fixed,
+/// inline array of borrowed values instead.
+#[derive(Clone, Copy, Debug)]
+struct Labels<'a> {
+    kv: [(&'static str, &'a str); 4],
+    n: usize,
+}
+
+impl<'a> Labels<'a> {
+    const NONE: Labels<'static> = Labels {
+        kv: [("", ""); 4],
+        n: 0,
+    };
+
+    fn of<const N: usize>(pairs: [(&'static str, &'a str); N]) -> Labels<'a> {
+        let mut l = Labels {
+            kv: [("", ""); 4],
+            n: 0,
+        };
+        for kv in pairs {
+            l.push(kv);
+        }
+        l
+    }
+
+    /// Add a label; a fifth is an invariant violation (no family has more than four).
+    fn push(&mut self, kv: (&'static str, &'a str)) {
+        debug_assert!(self.n < self.kv.len(), "more than four labels");
+        if let Some(slot) = self.kv.get_mut(self.n) {
+            *slot = kv;
+            self.n += 1;
+        }
+    }
+}
+
+impl EncodeLabelSet for Labels<'_> {
+    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        (&self.kv[..self.n]).encode(encoder)
+    }
+}
 
 /// Reads [`State`] (and the current config, for info series) on every scrape.
 #[derive(Debug)]
@@ -36,14 +80,20 @@ pub fn registry(state: Arc<State>, config: Arc<ArcSwap<Config>>) -> Registry {
     r
 }
 
+/// Size of the last body rendered, so the next one is allocated once instead of growing (and
+/// copying) through a dozen doublings: a body is megabytes at a thousand mailboxes.
+static LAST_BODY_LEN: AtomicUsize = AtomicUsize::new(16 * 1024);
+
 /// Render in the Prometheus text format 0.0.4, or OpenMetrics 1.0 when `openmetrics`.
 pub fn render(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
-    let mut out = String::with_capacity(16 * 1024);
+    let last = LAST_BODY_LEN.load(Ordering::Relaxed);
+    let mut out = String::with_capacity(last + last / 8);
     if openmetrics {
         prometheus_client::encoding::text::encode(&mut out, registry)?;
     } else {
         prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
     }
+    LAST_BODY_LEN.store(out.len(), Ordering::Relaxed);
     Ok(out)
 }
 
@@ -88,7 +138,12 @@ struct Enc<'a, 'b> {
 }
 
 impl Enc<'_, '_> {
-    fn gauge(&mut self, name: &str, help: &str, samples: Vec<(Labels, f64)>) -> fmt::Result {
+    fn gauge<'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels<'l>, f64)>,
+    ) -> fmt::Result {
         let mut m = self
             .e
             .encode_descriptor(name, help, None, MetricType::Gauge)?;
@@ -99,7 +154,12 @@ impl Enc<'_, '_> {
     }
 
     /// `name` without `_total`; the encoder appends it.
-    fn counter(&mut self, name: &str, help: &str, samples: Vec<(Labels, u64)>) -> fmt::Result {
+    fn counter<'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = (Labels<'l>, u64)>,
+    ) -> fmt::Result {
         let mut m = self
             .e
             .encode_descriptor(name, help, None, MetricType::Counter)?;
@@ -111,7 +171,12 @@ impl Enc<'_, '_> {
     }
 
     /// `name` without `_info`; the encoder appends it.
-    fn info(&mut self, name: &str, help: &str, samples: Vec<Labels>) -> fmt::Result {
+    fn info<'l>(
+        &mut self,
+        name: &str,
+        help: &str,
+        samples: impl IntoIterator<Item = Labels<'l>>,
+    ) -> fmt::Result {
         let mut m = self
             .e
             .encode_descriptor(name, help, None, MetricType::Info)?;
@@ -121,22 +186,19 @@ impl Enc<'_, '_> {
         Ok(())
     }
 
-    fn histogram(
+    fn histogram<'l, 'h>(
         &mut self,
         name: &str,
         help: &str,
-        samples: Vec<(Labels, &Histogram)>,
+        samples: impl IntoIterator<Item = (Labels<'l>, &'h Histogram)>,
     ) -> fmt::Result {
         let mut m = self
             .e
             .encode_descriptor(name, help, None, MetricType::Histogram)?;
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
         for (l, h) in samples {
-            let mut buckets: Vec<(f64, u64)> = h
-                .bounds
-                .iter()
-                .copied()
-                .zip(h.counts.iter().copied())
-                .collect();
+            buckets.clear();
+            buckets.extend(h.bounds.iter().copied().zip(h.counts.iter().copied()));
             let in_buckets: u64 = h.counts.iter().sum();
             buckets.push((f64::INFINITY, h.count - in_buckets));
             m.encode_family(&l)?
@@ -146,8 +208,8 @@ impl Enc<'_, '_> {
     }
 }
 
-fn l1(k: &'static str, v: &str) -> Labels {
-    vec![(k, v.to_string())]
+fn l1<'a>(k: &'static str, v: &'a str) -> Labels<'a> {
+    Labels::of([(k, v)])
 }
 
 fn opt_ts(t: Option<SystemTime>) -> f64 {
@@ -156,36 +218,49 @@ fn opt_ts(t: Option<SystemTime>) -> f64 {
 
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
+        // Encoded under the state's read lock instead of on a copy: copying every check's record
+        // (transcripts included) cost more than encoding it. Publishing waits meanwhile; the
+        // encode is CPU only, no I/O (docs/benchmarks.md has the figures).
+        self.state
+            .with_checks(|checks| self.encode_checks(checks, &mut encoder))
+    }
+}
+
+impl Collector {
+    fn encode_checks(
+        &self,
+        checks: &BTreeMap<CheckKey, CheckRecord>,
+        encoder: &mut DescriptorEncoder,
+    ) -> fmt::Result {
         let cfg = self.config.load();
-        let checks = self.state.checks();
         let tokens = self.state.tokens();
         let reload = self.state.reload_status();
         let now = SystemTime::now();
-        let mut e = Enc { e: &mut encoder };
+        let mut e = Enc { e: encoder };
 
         // --- exporter ---
         e.info(
             "o365_exporter_build",
             "Build information of the exporter; value is always 1",
-            vec![vec![
-                ("version", crate::VERSION.to_string()),
-                ("cloud", cfg.cloud.name.to_string()),
-            ]],
+            [Labels::of([
+                ("version", crate::VERSION),
+                ("cloud", cfg.cloud.name),
+            ])],
         )?;
         e.gauge(
             "o365_exporter_config_last_reload_successful",
             "Whether the last configuration reload succeeded (1) or was refused (0)",
-            vec![(vec![], if reload.successful { 1.0 } else { 0.0 })],
+            [(Labels::NONE, if reload.successful { 1.0 } else { 0.0 })],
         )?;
         e.gauge(
             "o365_exporter_config_last_reload_success_timestamp_seconds",
             "Time of the last successful configuration load",
-            vec![(vec![], unix(reload.last_success))],
+            [(Labels::NONE, unix(reload.last_success))],
         )?;
         e.gauge(
             "o365_exporter_start_time_seconds",
             "Time the exporter started",
-            vec![(vec![], unix(self.state.started))],
+            [(Labels::NONE, unix(self.state.started))],
         )?;
 
         // --- endpoints ---
@@ -198,103 +273,85 @@ impl prometheus_client::collector::Collector for Collector {
                     .map(|r| (ep, r))
             })
             .collect();
+        let ports: Vec<String> = eps.iter().map(|(ep, _)| ep.port.to_string()).collect();
         e.info(
             "o365_endpoint",
             "Configured endpoint: host, port and TLS mode; value is always 1",
-            eps.iter()
-                .map(|(ep, _)| {
-                    vec![
-                        ("endpoint", ep.name.clone()),
-                        ("host", ep.host.clone()),
-                        ("port", ep.port.to_string()),
-                        ("tls", ep.tls.as_str().to_string()),
-                    ]
-                })
-                .collect(),
+            eps.iter().zip(&ports).map(|((ep, _), port)| {
+                Labels::of([
+                    ("endpoint", ep.name.as_str()),
+                    ("host", ep.host.as_str()),
+                    ("port", port.as_str()),
+                    ("tls", ep.tls.as_str()),
+                ])
+            }),
         )?;
         e.gauge(
             "o365_endpoint_up",
             "Whether the last check of the endpoint succeeded (DNS, TCP, STARTTLS and TLS as configured)",
-            eps.iter().map(|(ep, r)| (l1("endpoint", &ep.name), b(r.latest.success))).collect(),
+            eps.iter().map(|(ep, r)| (l1("endpoint", &ep.name), b(r.latest.success)))
         )?;
         e.gauge(
             "o365_endpoint_reason",
             "Reason of the last check of the endpoint (ok, pending or a failure reason); one series per endpoint, value 1",
             eps.iter()
-                .map(|(ep, r)| (vec![("endpoint", ep.name.clone()), ("reason", r.latest.reason.as_str().to_string())], 1.0))
-                .collect(),
+                .map(|(ep, r)| (Labels::of([("endpoint", ep.name.as_str()), ("reason", r.latest.reason.as_str())]), 1.0))
         )?;
         e.gauge(
             "o365_endpoint_phase_duration_seconds",
             "Duration of each phase of the last check of the endpoint",
-            eps.iter()
-                .flat_map(|(ep, r)| {
-                    endpoint_phases(ep.tls).iter().map(move |ph| {
-                        (
-                            vec![
-                                ("endpoint", ep.name.clone()),
-                                ("phase", ph.as_str().to_string()),
-                            ],
-                            r.latest
-                                .phase_duration(*ph)
-                                .map(|d| d.as_secs_f64())
-                                .unwrap_or(0.0),
-                        )
-                    })
+            eps.iter().flat_map(|(ep, r)| {
+                endpoint_phases(ep.tls).iter().map(move |ph| {
+                    (
+                        Labels::of([("endpoint", ep.name.as_str()), ("phase", ph.as_str())]),
+                        r.latest
+                            .phase_duration(*ph)
+                            .map(|d| d.as_secs_f64())
+                            .unwrap_or(0.0),
+                    )
                 })
-                .collect(),
+            }),
         )?;
         e.gauge(
             "o365_endpoint_check_duration_seconds",
             "Total duration of the last check of the endpoint",
             eps.iter()
-                .map(|(ep, r)| (l1("endpoint", &ep.name), r.latest.duration.as_secs_f64()))
-                .collect(),
+                .map(|(ep, r)| (l1("endpoint", &ep.name), r.latest.duration.as_secs_f64())),
         )?;
         e.gauge(
             "o365_endpoint_last_check_timestamp_seconds",
             "When the last check of the endpoint finished (0 before the first)",
-            eps.iter()
-                .map(|(ep, r)| {
-                    let t = if r.runs == 0 {
-                        None
-                    } else {
-                        Some(r.latest.started + r.latest.duration)
-                    };
-                    (l1("endpoint", &ep.name), opt_ts(t))
-                })
-                .collect(),
+            eps.iter().map(|(ep, r)| {
+                let t = if r.runs == 0 {
+                    None
+                } else {
+                    Some(r.latest.started + r.latest.duration)
+                };
+                (l1("endpoint", &ep.name), opt_ts(t))
+            }),
         )?;
         e.gauge(
             "o365_endpoint_last_success_timestamp_seconds",
             "When a check of the endpoint last succeeded (0 if never since start)",
             eps.iter()
-                .map(|(ep, r)| (l1("endpoint", &ep.name), opt_ts(r.last_success)))
-                .collect(),
+                .map(|(ep, r)| (l1("endpoint", &ep.name), opt_ts(r.last_success))),
         )?;
         e.counter(
             "o365_endpoint_checks",
             "Checks of the endpoint run since start",
-            eps.iter()
-                .map(|(ep, r)| (l1("endpoint", &ep.name), r.runs))
-                .collect(),
+            eps.iter().map(|(ep, r)| (l1("endpoint", &ep.name), r.runs)),
         )?;
         e.counter(
             "o365_endpoint_failures",
             "Failed checks of the endpoint since start, by reason",
-            eps.iter()
-                .flat_map(|(ep, r)| {
-                    r.failures.iter().map(move |(reason, n)| {
-                        (
-                            vec![
-                                ("endpoint", ep.name.clone()),
-                                ("reason", reason.as_str().to_string()),
-                            ],
-                            *n,
-                        )
-                    })
+            eps.iter().flat_map(|(ep, r)| {
+                r.failures.iter().map(move |(reason, n)| {
+                    (
+                        Labels::of([("endpoint", ep.name.as_str()), ("reason", reason.as_str())]),
+                        *n,
+                    )
                 })
-                .collect(),
+            }),
         )?;
         let tls_eps: Vec<_> = eps
             .iter()
@@ -305,8 +362,7 @@ impl prometheus_client::collector::Collector for Collector {
             "Duration of completed TLS handshakes with the endpoint",
             tls_eps
                 .iter()
-                .map(|(ep, r)| (l1("endpoint", &ep.name), &r.tls_handshake))
-                .collect(),
+                .map(|(ep, r)| (l1("endpoint", &ep.name), &r.tls_handshake)),
         )?;
         e.gauge(
             "o365_tls_cert_not_after_timestamp_seconds",
@@ -317,7 +373,6 @@ impl prometheus_client::collector::Collector for Collector {
                     let t = r.latest.tls.as_ref()?.cert_not_after?;
                     Some((l1("endpoint", &ep.name), t as f64))
                 })
-                .collect(),
         )?;
         e.gauge(
             "o365_tls_verify_success",
@@ -329,7 +384,6 @@ impl prometheus_client::collector::Collector for Collector {
                     t.cert_not_after?;
                     Some((l1("endpoint", &ep.name), b(t.verified)))
                 })
-                .collect(),
         )?;
         e.info(
             "o365_tls",
@@ -341,13 +395,12 @@ impl prometheus_client::collector::Collector for Collector {
                     if t.version.is_empty() {
                         return None;
                     }
-                    Some(vec![
-                        ("endpoint", ep.name.clone()),
-                        ("version", t.version.clone()),
-                        ("cipher", t.cipher.clone()),
-                    ])
+                    Some(Labels::of([
+                        ("endpoint", ep.name.as_str()),
+                        ("version", t.version.as_str()),
+                        ("cipher", t.cipher.as_str()),
+                    ]))
                 })
-                .collect(),
         )?;
 
         // --- tokens ---
@@ -359,62 +412,45 @@ impl prometheus_client::collector::Collector for Collector {
         e.info(
             "o365_token",
             "Configured credential and its grant; value is always 1",
-            creds
-                .iter()
-                .map(|(c, _)| {
-                    vec![
-                        ("credential", c.name.clone()),
-                        ("grant", c.grant.as_str().to_string()),
-                    ]
-                })
-                .collect(),
+            creds.iter().map(|(c, _)| {
+                Labels::of([("credential", c.name.as_str()), ("grant", c.grant.as_str())])
+            }),
         )?;
         e.counter(
             "o365_token_requests",
             "Token requests sent to the identity platform",
             creds
                 .iter()
-                .map(|(c, t)| (l1("credential", &c.name), t.requests))
-                .collect(),
+                .map(|(c, t)| (l1("credential", &c.name), t.requests)),
         )?;
         e.counter(
             "o365_token_request_failures",
             "Failed token requests, by reason",
-            creds
-                .iter()
-                .flat_map(|(c, t)| {
-                    t.failures.iter().map(move |(reason, n)| {
-                        (
-                            vec![
-                                ("credential", c.name.clone()),
-                                ("reason", reason.to_string()),
-                            ],
-                            *n,
-                        )
-                    })
+            creds.iter().flat_map(|(c, t)| {
+                t.failures.iter().map(move |(reason, n)| {
+                    (
+                        Labels::of([("credential", c.name.as_str()), ("reason", *reason)]),
+                        *n,
+                    )
                 })
-                .collect(),
+            }),
         )?;
         e.gauge(
             "o365_token_refresh_success",
             "Whether the last token request succeeded (0 also before the first)",
-            creds
-                .iter()
-                .map(|(c, t)| {
-                    (
-                        l1("credential", &c.name),
-                        b(t.last_attempt_success == Some(true)),
-                    )
-                })
-                .collect(),
+            creds.iter().map(|(c, t)| {
+                (
+                    l1("credential", &c.name),
+                    b(t.last_attempt_success == Some(true)),
+                )
+            }),
         )?;
         e.gauge(
             "o365_token_reason",
             "Reason of the last token request (ok, pending or a failure reason); one series per credential, value 1",
             creds
                 .iter()
-                .map(|(c, t)| (vec![("credential", c.name.clone()), ("reason", t.last_reason.to_string())], 1.0))
-                .collect(),
+                .map(|(c, t)| (Labels::of([("credential", c.name.as_str()), ("reason", t.last_reason)]), 1.0))
         )?;
         let ts = |v: Option<i64>| v.map(|x| x as f64).unwrap_or(0.0);
         e.gauge(
@@ -422,46 +458,39 @@ impl prometheus_client::collector::Collector for Collector {
             "When a token was last obtained (0 if never since start)",
             creds
                 .iter()
-                .map(|(c, t)| (l1("credential", &c.name), ts(t.last_success)))
-                .collect(),
+                .map(|(c, t)| (l1("credential", &c.name), ts(t.last_success))),
         )?;
         e.gauge(
             "o365_token_issued_timestamp_seconds",
             "When the access token in use was issued (0 if none)",
             creds
                 .iter()
-                .map(|(c, t)| (l1("credential", &c.name), ts(t.issued)))
-                .collect(),
+                .map(|(c, t)| (l1("credential", &c.name), ts(t.issued))),
         )?;
         e.gauge(
             "o365_token_expiry_timestamp_seconds",
             "When the access token in use expires (0 if none)",
             creds
                 .iter()
-                .map(|(c, t)| (l1("credential", &c.name), ts(t.expires)))
-                .collect(),
+                .map(|(c, t)| (l1("credential", &c.name), ts(t.expires))),
         )?;
         let now_s = unix(now);
         e.gauge(
             "o365_token_age_seconds",
             "Age of the access token in use, computed at scrape time (0 if none)",
-            creds
-                .iter()
-                .map(|(c, t)| {
-                    (
-                        l1("credential", &c.name),
-                        t.issued.map(|i| (now_s - i as f64).max(0.0)).unwrap_or(0.0),
-                    )
-                })
-                .collect(),
+            creds.iter().map(|(c, t)| {
+                (
+                    l1("credential", &c.name),
+                    t.issued.map(|i| (now_s - i as f64).max(0.0)).unwrap_or(0.0),
+                )
+            }),
         )?;
         e.histogram(
             "o365_token_request_duration_seconds",
             "Duration of token requests",
             creds
                 .iter()
-                .map(|(c, t)| (l1("credential", &c.name), &t.request_duration))
-                .collect(),
+                .map(|(c, t)| (l1("credential", &c.name), &t.request_duration)),
         )?;
         e.gauge(
             "o365_refresh_token_last_rotated_timestamp_seconds",
@@ -469,8 +498,7 @@ impl prometheus_client::collector::Collector for Collector {
             creds
                 .iter()
                 .filter(|(c, _)| c.grant == crate::config::GrantKind::RefreshToken)
-                .map(|(c, t)| (l1("credential", &c.name), ts(t.refresh_token_rotated)))
-                .collect(),
+                .map(|(c, t)| (l1("credential", &c.name), ts(t.refresh_token_rotated))),
         )?;
         e.gauge(
             "o365_token_identity_match",
@@ -478,7 +506,6 @@ impl prometheus_client::collector::Collector for Collector {
             creds
                 .iter()
                 .filter_map(|(c, t)| Some((l1("credential", &c.name), b(t.identity_match?))))
-                .collect(),
         )?;
         e.gauge(
             "o365_token_scope_present",
@@ -488,9 +515,8 @@ impl prometheus_client::collector::Collector for Collector {
                 .flat_map(|(c, t)| {
                     t.scopes
                         .iter()
-                        .map(move |(s, ok)| (vec![("credential", c.name.clone()), ("scope", s.clone())], b(*ok)))
+                        .map(move |(s, ok)| (Labels::of([("credential", c.name.as_str()), ("scope", s.as_str())]), b(*ok)))
                 })
-                .collect(),
         )?;
         e.gauge(
             "o365_client_secret_expiry_timestamp_seconds",
@@ -498,7 +524,6 @@ impl prometheus_client::collector::Collector for Collector {
             creds
                 .iter()
                 .filter_map(|(c, t)| Some((l1("credential", &c.name), t.secret_expires? as f64)))
-                .collect(),
         )?;
 
         // --- mailbox logins ---
@@ -514,30 +539,26 @@ impl prometheus_client::collector::Collector for Collector {
                 checks.get(&key).map(|r| (m, p, r))
             })
             .collect();
-        let mp = |m: &crate::config::Mailbox, p: Protocol| -> Labels {
-            vec![
-                ("mailbox", m.name.clone()),
-                ("protocol", p.as_str().to_string()),
-            ]
-        };
+        fn mp(m: &crate::config::Mailbox, p: Protocol) -> Labels<'_> {
+            Labels::of([("mailbox", m.name.as_str()), ("protocol", p.as_str())])
+        }
         e.info(
             "o365_mailbox",
             "Configured mailbox: its credential and whether it is reached through a delegate (shared mailbox); value is always 1",
             cfg.mailboxes
                 .iter()
                 .map(|m| {
-                    vec![
-                        ("mailbox", m.name.clone()),
-                        ("credential", m.credential.clone()),
-                        ("shared", (m.login_as.is_some()).to_string()),
-                    ]
+                    Labels::of([
+                        ("mailbox", m.name.as_str()),
+                        ("credential", m.credential.as_str()),
+                        ("shared", if m.login_as.is_some() { "true" } else { "false" }),
+                    ])
                 })
-                .collect(),
         )?;
         e.gauge(
             "o365_login_success",
             "Whether the last login to the mailbox over the protocol succeeded, including the mailbox command after authentication",
-            logins.iter().map(|(m, p, r)| (mp(m, *p), b(r.latest.success))).collect(),
+            logins.iter().map(|(m, p, r)| (mp(m, *p), b(r.latest.success)))
         )?;
         e.gauge(
             "o365_login_reason",
@@ -546,74 +567,63 @@ impl prometheus_client::collector::Collector for Collector {
                 .iter()
                 .map(|(m, p, r)| {
                     let mut l = mp(m, *p);
-                    l.push(("reason", r.latest.reason.as_str().to_string()));
+                    l.push(("reason", r.latest.reason.as_str()));
                     (l, 1.0)
                 })
-                .collect(),
         )?;
         e.gauge(
             "o365_login_phase_duration_seconds",
             "Duration of each phase of the last login",
-            logins
-                .iter()
-                .flat_map(|(m, p, r)| {
-                    login_phases(*p, m.server(*p).tls)
-                        .into_iter()
-                        .map(move |ph| {
-                            let mut l = mp(m, *p);
-                            l.push(("phase", ph.as_str().to_string()));
-                            (
-                                l,
-                                r.latest
-                                    .phase_duration(ph)
-                                    .map(|d| d.as_secs_f64())
-                                    .unwrap_or(0.0),
-                            )
-                        })
-                })
-                .collect(),
+            logins.iter().flat_map(|(m, p, r)| {
+                login_phases(*p, m.server(*p).tls)
+                    .into_iter()
+                    .map(move |ph| {
+                        let mut l = mp(m, *p);
+                        l.push(("phase", ph.as_str()));
+                        (
+                            l,
+                            r.latest
+                                .phase_duration(ph)
+                                .map(|d| d.as_secs_f64())
+                                .unwrap_or(0.0),
+                        )
+                    })
+            }),
         )?;
         e.counter(
             "o365_login_attempts",
             "Logins attempted since start",
-            logins.iter().map(|(m, p, r)| (mp(m, *p), r.runs)).collect(),
+            logins.iter().map(|(m, p, r)| (mp(m, *p), r.runs)),
         )?;
         e.counter(
             "o365_login_failures",
             "Failed logins since start, by reason",
-            logins
-                .iter()
-                .flat_map(|(m, p, r)| {
-                    r.failures.iter().map(move |(reason, n)| {
-                        let mut l = mp(m, *p);
-                        l.push(("reason", reason.as_str().to_string()));
-                        (l, *n)
-                    })
+            logins.iter().flat_map(|(m, p, r)| {
+                r.failures.iter().map(move |(reason, n)| {
+                    let mut l = mp(m, *p);
+                    l.push(("reason", reason.as_str()));
+                    (l, *n)
                 })
-                .collect(),
+            }),
         )?;
         e.gauge(
             "o365_login_last_check_timestamp_seconds",
             "When the last login attempt finished (0 before the first)",
-            logins
-                .iter()
-                .map(|(m, p, r)| {
-                    let t = if r.runs == 0 {
-                        None
-                    } else {
-                        Some(r.latest.started + r.latest.duration)
-                    };
-                    (mp(m, *p), opt_ts(t))
-                })
-                .collect(),
+            logins.iter().map(|(m, p, r)| {
+                let t = if r.runs == 0 {
+                    None
+                } else {
+                    Some(r.latest.started + r.latest.duration)
+                };
+                (mp(m, *p), opt_ts(t))
+            }),
         )?;
         e.gauge(
             "o365_login_last_success_timestamp_seconds",
             "When a login last succeeded (0 if never since start)",
             logins
                 .iter()
-                .map(|(m, p, r)| (mp(m, *p), opt_ts(r.last_success)))
-                .collect(),
+                .map(|(m, p, r)| (mp(m, *p), opt_ts(r.last_success))),
         )?;
         // INBOX count: IMAP's EXAMINE if the mailbox is checked over IMAP, else POP3's STAT.
         e.gauge(
@@ -629,7 +639,6 @@ impl prometheus_client::collector::Collector for Collector {
                     })?;
                     Some((l1("mailbox", &m.name), r.latest.messages? as f64))
                 })
-                .collect(),
         )?;
         graph(&mut e, &cfg, &self.state.graph.snapshot())?;
         Ok(())
@@ -644,18 +653,15 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
         .flat_map(|s| s.checks.iter().map(move |c| (s, *c)))
         .filter_map(|(s, c)| g.checks.get(&(s.credential.clone(), c)).map(|r| (s, c, r)))
         .collect();
-    let cc = |s: &crate::config::GraphSettings, c: crate::config::GraphCheck| -> Labels {
-        vec![
-            ("credential", s.credential.clone()),
-            ("check", c.as_str().to_string()),
-        ]
-    };
+    fn cc(s: &crate::config::GraphSettings, c: crate::config::GraphCheck) -> Labels<'_> {
+        Labels::of([("credential", s.credential.as_str()), ("check", c.as_str())])
+    }
     e.gauge(
         "o365_graph_check_success",
         "Whether the last run of the Microsoft Graph check succeeded",
         runs.iter()
             .map(|(s, c, r)| (cc(s, *c), b(r.reason == crate::graph::GraphReason::Ok)))
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     e.gauge(
         "o365_graph_check_reason",
@@ -663,31 +669,31 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
         runs.iter()
             .map(|(s, c, r)| {
                 let mut l = cc(s, *c);
-                l.push(("reason", r.reason.as_str().to_string()));
+                l.push(("reason", r.reason.as_str()));
                 (l, 1.0)
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     e.gauge(
         "o365_graph_last_check_timestamp_seconds",
         "When the last run of the Microsoft Graph check finished (0 before the first)",
         runs.iter()
             .map(|(s, c, r)| (cc(s, *c), opt_ts(r.last_check)))
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     e.gauge(
         "o365_graph_last_success_timestamp_seconds",
         "When the Microsoft Graph check last succeeded (0 if never since start)",
         runs.iter()
             .map(|(s, c, r)| (cc(s, *c), opt_ts(r.last_success)))
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     e.counter(
         "o365_graph_requests",
         "Requests sent to Microsoft Graph by the check",
         runs.iter()
             .map(|(s, c, r)| (cc(s, *c), r.requests))
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     e.counter(
         "o365_graph_check_failures",
@@ -696,11 +702,11 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
             .flat_map(|(s, c, r)| {
                 r.failures.iter().map(move |(reason, n)| {
                     let mut l = cc(s, *c);
-                    l.push(("reason", reason.as_str().to_string()));
+                    l.push(("reason", reason.as_str()));
                     (l, *n)
                 })
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     e.gauge(
         "o365_app_credential_expiry_timestamp_seconds",
@@ -713,16 +719,16 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
             .flat_map(|(c, a)| {
                 a.keys.iter().filter_map(move |k| {
                     Some((
-                        vec![
-                            ("credential", c.clone()),
-                            ("key_id", k.key_id.clone()),
-                            ("type", k.kind.as_str().to_string()),
-                        ],
+                        Labels::of([
+                            ("credential", c.as_str()),
+                            ("key_id", k.key_id.as_str()),
+                            ("type", k.kind.as_str()),
+                        ]),
                         k.end? as f64,
                     ))
                 })
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     let lic: Vec<_> = cfg
         .graph
@@ -735,7 +741,7 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
         "Whether the mailbox's user holds an Exchange plan that is Enabled or in its Warning grace period; once known",
         lic.iter()
             .map(|(m, l)| (l1("mailbox", m), b(l.status.licensed())))
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     e.gauge(
         "o365_mailbox_exchange_plan_status",
@@ -743,14 +749,11 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
         lic.iter()
             .map(|(m, l)| {
                 (
-                    vec![
-                        ("mailbox", m.to_string()),
-                        ("status", l.status.as_str().to_string()),
-                    ],
+                    Labels::of([("mailbox", m.as_str()), ("status", l.status.as_str())]),
                     1.0,
                 )
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     let health: Vec<_> = cfg
         .graph
@@ -764,15 +767,15 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
             .iter()
             .map(|(s, h)| {
                 (
-                    vec![
-                        ("credential", s.credential.clone()),
-                        ("service", h.service.clone()),
-                        ("status", h.status.to_string()),
-                    ],
+                    Labels::of([
+                        ("credential", s.credential.as_str()),
+                        ("service", h.service.as_str()),
+                        ("status", h.status),
+                    ]),
                     1.0,
                 )
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     e.gauge(
         "o365_service_issues_open",
@@ -782,16 +785,16 @@ fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -
             .flat_map(|(s, h)| {
                 h.open.iter().map(move |(class, n)| {
                     (
-                        vec![
-                            ("credential", s.credential.clone()),
-                            ("service", h.service.clone()),
-                            ("classification", class.to_string()),
-                        ],
+                        Labels::of([
+                            ("credential", s.credential.as_str()),
+                            ("service", h.service.as_str()),
+                            ("classification", *class),
+                        ]),
                         *n as f64,
                     )
                 })
             })
-            .collect(),
+            .collect::<Vec<_>>(),
     )?;
     Ok(())
 }

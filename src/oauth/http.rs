@@ -73,6 +73,9 @@ impl HttpClient {
             .with_no_client_auth();
         // reqwest is built without HTTP/2
         tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // One client talks to one token host: a few resumable sessions are plenty, and rustls'
+        // default (256) allocates its table up front, per credential.
+        tls.resumption = rustls::client::Resumption::in_memory_sessions(4);
         let inner = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(timeout)
@@ -174,14 +177,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, OauthError> {
+fn roots(ca_file: Option<&Path>) -> Result<Arc<RootCertStore>, OauthError> {
     let mut roots = RootCertStore::empty();
     match ca_file {
-        None => {
-            roots.add_parsable_certificates(
-                webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned(),
-            );
-        }
+        None => return Ok(crate::probe::tls::builtin_roots()),
         Some(path) => {
             let data = std::fs::read(path).map_err(|e| {
                 OauthError::Http(format!("cannot read CA file {}: {e}", path.display()))
@@ -198,7 +197,7 @@ fn roots(ca_file: Option<&Path>) -> Result<RootCertStore, OauthError> {
             }
         }
     }
-    Ok(roots)
+    Ok(Arc::new(roots))
 }
 
 /// What the last exchange answered, beyond what oauth2 reports.

@@ -454,7 +454,7 @@ mod tests {
         let mut got = Vec::new();
         server.read_to_end(&mut got).await.unwrap();
         assert!(got.is_empty(), "nothing was written");
-        assert!(rec.transcript.lines.is_empty());
+        assert!(rec.transcript.is_empty());
     }
 
     #[tokio::test]

@@ -229,13 +229,13 @@ pub struct TlsFacts {
 }
 
 /// A line of a check's transcript: what was sent (`C:`), received (`S:`) or noted (`*`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TranscriptLine {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TranscriptLine<'a> {
     /// Milliseconds since the check started.
     pub at_ms: u64,
     pub dir: Dir,
     /// The line, already redacted; bounded in length.
-    pub text: String,
+    pub text: &'a str,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,37 +261,82 @@ pub const TRANSCRIPT_MAX_LINES: usize = 200;
 pub const TRANSCRIPT_MAX_LINE: usize = 512;
 
 /// The redacted protocol conversation of one check, bounded in lines and line length.
+///
+/// Kept until the check's next run, for every configured check (3,000 at 1,000 mailboxes), so
+/// it is stored compactly: all lines' text in one string plus a small index entry per line,
+/// instead of a `String` (and its allocation) per line. Read it with [`Transcript::lines`].
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Transcript {
-    pub lines: Vec<TranscriptLine>,
+    text: String,
+    index: Vec<LineIndex>,
+    /// Lines not kept because the transcript was full.
     pub dropped: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct LineIndex {
+    at_ms: u32,
+    dir: Dir,
+    /// Where the line's text ends in `text` (it starts where the previous one ends).
+    end: u32,
 }
 
 impl Transcript {
     pub fn push(&mut self, at: Duration, dir: Dir, text: &str) {
-        if self.lines.len() >= TRANSCRIPT_MAX_LINES {
+        if self.index.len() >= TRANSCRIPT_MAX_LINES {
             self.dropped += 1;
             return;
         }
-        let mut text: String = text
-            .chars()
-            .map(|c| if c.is_control() { '\u{fffd}' } else { c })
-            .take(TRANSCRIPT_MAX_LINE)
-            .collect();
-        if text.len() >= TRANSCRIPT_MAX_LINE {
-            text.push_str(" [...]");
+        let start = self.text.len();
+        self.text.extend(
+            text.chars()
+                .map(|c| if c.is_control() { '\u{fffd}' } else { c })
+                .take(TRANSCRIPT_MAX_LINE),
+        );
+        if self.text.len() - start >= TRANSCRIPT_MAX_LINE {
+            self.text.push_str(" [...]");
         }
-        self.lines.push(TranscriptLine {
-            at_ms: at.as_millis() as u64,
+        self.index.push(LineIndex {
+            at_ms: u32::try_from(at.as_millis()).unwrap_or(u32::MAX),
             dir,
-            text,
+            // at most 200 lines of at most ~2 kB: far below u32::MAX
+            end: u32::try_from(self.text.len()).unwrap_or(u32::MAX),
         });
+    }
+
+    /// The kept lines, in order.
+    pub fn lines(&self) -> impl ExactSizeIterator<Item = TranscriptLine<'_>> + '_ {
+        let mut start = 0usize;
+        self.index.iter().map(move |l| {
+            let end = (l.end as usize).min(self.text.len());
+            let text = self.text.get(start..end).unwrap_or("");
+            start = end;
+            TranscriptLine {
+                at_ms: u64::from(l.at_ms),
+                dir: l.dir,
+                text,
+            }
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// Give back growth slack once the transcript is complete.
+    pub fn shrink_to_fit(&mut self) {
+        self.text.shrink_to_fit();
+        self.index.shrink_to_fit();
     }
 
     /// Plain-text rendering, one line each: `+12ms C: EHLO probe`.
     pub fn render_text(&self) -> String {
-        let mut out = String::new();
-        for l in &self.lines {
+        let mut out = String::with_capacity(self.text.len() + 16 * self.index.len());
+        for l in self.lines() {
             out.push_str(&format!("+{}ms {} {}\n", l.at_ms, l.dir.as_str(), l.text));
         }
         if self.dropped > 0 {
@@ -434,6 +479,9 @@ impl Recorder {
                 &format!("failed in {}: {reason}: {detail}", phase_str(failed_phase)),
             );
         }
+        // The outcome is kept until the next run: give back the growth slack.
+        self.transcript.shrink_to_fit();
+        self.phases.shrink_to_fit();
         Outcome {
             success,
             reason,
@@ -490,14 +538,39 @@ mod tests {
     }
 
     #[test]
+    fn transcript_lines_read_back_as_pushed() {
+        let mut t = Transcript::default();
+        t.push(Duration::from_millis(3), Dir::Sent, "EHLO x");
+        t.push(Duration::from_millis(7), Dir::Received, "bad\r\nbyte");
+        t.push(Duration::from_millis(9), Dir::Note, "");
+        t.push(Duration::from_millis(9), Dir::Received, "ünïcode");
+        t.shrink_to_fit();
+        let got: Vec<(u64, Dir, &str)> = t.lines().map(|l| (l.at_ms, l.dir, l.text)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (3, Dir::Sent, "EHLO x"),
+                (7, Dir::Received, "bad\u{fffd}\u{fffd}byte"),
+                (9, Dir::Note, ""),
+                (9, Dir::Received, "ünïcode"),
+            ]
+        );
+        assert_eq!(
+            t.render_text(),
+            "+3ms C: EHLO x\n+7ms S: bad\u{fffd}\u{fffd}byte\n+9ms *  \n+9ms S: ünïcode\n"
+        );
+    }
+
+    #[test]
     fn transcript_is_bounded() {
         let mut t = Transcript::default();
         let long = "x".repeat(10_000);
         for _ in 0..(TRANSCRIPT_MAX_LINES + 5) {
             t.push(Duration::ZERO, Dir::Received, &long);
         }
-        assert_eq!(t.lines.len(), TRANSCRIPT_MAX_LINES);
+        assert_eq!(t.len(), TRANSCRIPT_MAX_LINES);
         assert_eq!(t.dropped, 5);
-        assert!(t.lines[0].text.len() < TRANSCRIPT_MAX_LINE + 10);
+        let first = t.lines().next().expect("a line");
+        assert!(first.text.len() < TRANSCRIPT_MAX_LINE + 10);
     }
 }

@@ -7,7 +7,7 @@
 //! verdict before passing the verdict on.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::WebPkiServerVerifier;
@@ -39,17 +39,29 @@ pub enum TlsSetupError {
     Verifier(String),
 }
 
+/// The Mozilla root set (webpki-root-certs), parsed once per process and shared by every TLS
+/// client that trusts it (probes and token requests alike): it is compiled in, so it never
+/// changes, and each parsed copy costs ~50 kB (50 credentials made that megabytes).
+pub fn builtin_roots() -> Arc<RootCertStore> {
+    static ROOTS: OnceLock<Arc<RootCertStore>> = OnceLock::new();
+    ROOTS
+        .get_or_init(|| {
+            let mut roots = RootCertStore::empty();
+            roots.add_parsable_certificates(
+                webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned(),
+            );
+            Arc::new(roots)
+        })
+        .clone()
+}
+
 impl TlsClient {
     /// Trust the Mozilla root set (webpki-root-certs), or only the certificates in `ca_file`.
     pub fn new(ca_file: Option<&Path>) -> Result<TlsClient, TlsSetupError> {
-        let mut roots = RootCertStore::empty();
-        match ca_file {
-            None => {
-                roots.add_parsable_certificates(
-                    webpki_root_certs::TLS_SERVER_ROOT_CERTS.iter().cloned(),
-                );
-            }
+        let roots = match ca_file {
+            None => builtin_roots(),
             Some(path) => {
+                let mut roots = RootCertStore::empty();
                 let data = std::fs::read(path).map_err(|source| TlsSetupError::Read {
                     path: path.to_path_buf(),
                     source,
@@ -63,13 +75,13 @@ impl TlsClient {
                         path: path.to_path_buf(),
                     });
                 }
+                Arc::new(roots)
             }
-        }
+        };
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let verifier =
-            WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
-                .build()
-                .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
+        let verifier = WebPkiServerVerifier::builder_with_provider(roots, provider.clone())
+            .build()
+            .map_err(|e| TlsSetupError::Verifier(e.to_string()))?;
         Ok(TlsClient { verifier, provider })
     }
 

@@ -816,7 +816,7 @@ async fn garbage_after_tls_is_a_protocol_error() {
     .await;
     let o = probe(&imap_mb(&srv), Protocol::Imap).await;
     assert_failed(&o, Phase::Greeting, Reason::ProtocolError);
-    for l in &o.transcript.lines {
+    for l in o.transcript.lines() {
         assert!(l.text.len() <= TRANSCRIPT_MAX_LINE * 4 + 8);
     }
     let srv = Pop3 {
@@ -862,7 +862,7 @@ async fn huge_sasl_challenge_is_bounded() {
         "detail stays short: {}",
         o.detail.len()
     );
-    for l in &o.transcript.lines {
+    for l in o.transcript.lines() {
         assert!(l.text.len() <= TRANSCRIPT_MAX_LINE * 4 + 8);
     }
     // Over the line limit: refused as too long, within the deadline.
