@@ -156,7 +156,7 @@ pub async fn collect(cfg: Arc<Config>, plan: Plan, args: &CheckArgs) -> Report {
                         mailbox: mailbox.name.clone(),
                         protocol,
                     };
-                    (key, login_check(mailbox, protocol, tls, source).await)
+                    (key, login_check(&mailbox, protocol, tls, source).await)
                 });
             }
         }

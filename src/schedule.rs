@@ -139,9 +139,7 @@ impl Scheduler {
                 },
             ));
         }
-        for m in &cfg.mailboxes {
-            // one copy per mailbox, shared by its protocols' tasks
-            let mailbox = Arc::new(m.clone());
+        for (i, m) in cfg.mailboxes.iter().enumerate() {
             for p in &m.protocols {
                 let Some(tls) = plan.tls_for(&m.server(*p).ca_file).cloned() else {
                     continue;
@@ -150,7 +148,8 @@ impl Scheduler {
                     mailbox: m.name.clone(),
                     protocol: *p,
                 };
-                let mailbox = mailbox.clone();
+                // The task reads its mailbox from the shared configuration (no copy per task).
+                let cfg = cfg.clone();
                 let source = sources.get(&m.credential).cloned();
                 let protocol = *p;
                 gen.tasks.spawn(run_check(
@@ -160,7 +159,13 @@ impl Scheduler {
                     self.state.clone(),
                     sem.clone(),
                     gen.cancel.clone(),
-                    move || login_check(mailbox.clone(), protocol, tls.clone(), source.clone()),
+                    move || {
+                        let (cfg, tls, source) = (cfg.clone(), tls.clone(), source.clone());
+                        async move {
+                            // `i` indexes the configuration it was enumerated from (invariant)
+                            login_check(&cfg.mailboxes[i], protocol, tls, source).await
+                        }
+                    },
                 ));
             }
         }
@@ -195,7 +200,7 @@ impl Scheduler {
 /// the protocol dialogue. Without a usable token the dialogue still measures the connection
 /// and fails in `auth` with `token_unavailable`.
 pub async fn login_check(
-    mailbox: Arc<crate::config::Mailbox>,
+    mailbox: &crate::config::Mailbox,
     protocol: Protocol,
     tls: TlsClient,
     source: Option<Arc<TokenSource>>,
@@ -208,7 +213,7 @@ pub async fn login_check(
         )),
     };
     let secret = token.as_ref().map(|t| &t.secret).map_err(Clone::clone);
-    crate::probe::login::probe(&mailbox, protocol, &tls, secret).await
+    crate::probe::login::probe(mailbox, protocol, &tls, secret).await
 }
 
 /// Every check a configuration defines, in display order.

@@ -87,7 +87,8 @@ static LAST_BODY_LEN: AtomicUsize = AtomicUsize::new(16 * 1024);
 /// Render in the Prometheus text format 0.0.4, or OpenMetrics 1.0 when `openmetrics`.
 pub fn render(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
     let last = LAST_BODY_LEN.load(Ordering::Relaxed);
-    let mut out = String::with_capacity(last + last / 8);
+    // A little headroom for values that grew a digit; not more, the body is the scrape's peak.
+    let mut out = String::with_capacity(last + last / 32);
     if openmetrics {
         prometheus_client::encoding::text::encode(&mut out, registry)?;
     } else {

@@ -78,6 +78,10 @@ impl HttpClient {
         tls.resumption = rustls::client::Resumption::in_memory_sessions(4);
         let inner = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // No idle keep-alive connections: a credential asks for a token about once an hour,
+            // long after an idle connection would have been dropped, so a pooled one only held
+            // ~25 kB of buffers per credential between requests.
+            .pool_max_idle_per_host(0)
             .connect_timeout(timeout)
             .timeout(timeout)
             .user_agent(concat!("o365-mail-exporter/", env!("CARGO_PKG_VERSION")))
