@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Installs the Debian packages the tests and scripts use, without starting any system service
+# Installs the Debian packages the tests and scripts use (chromium: the status page is checked in a
+# real headless browser), without starting any system service
 # (a policy-rc.d that refuses to start daemons; the tests start their own instances on loopback).
 set -euo pipefail
 
 need=()
 for bin in dovecot:dovecot-imapd /usr/lib/dovecot/pop3:dovecot-pop3d postfix:postfix \
            promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
-           openssl:openssl curl:curl; do
+           openssl:openssl curl:curl chromium:chromium sed:sed; do
   cmd=${bin%%:*}; pkg=${bin##*:}
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then need+=("$pkg"); fi
 done

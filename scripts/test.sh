@@ -12,4 +12,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets -- --test-threads="${TEST_THREADS:-4}"
+# lib, binaries and the integration tests; benches and examples are built by clippy above
+# (criterion benches take no test-harness flags: they run with scripts/bench.sh)
+cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"

@@ -8,6 +8,8 @@
 //!   (DNS, TCP, STARTTLS, TLS) and the mailbox logins (IMAP, POP3, SMTP with XOAUTH2).
 //! - [`oauth`]: token sources per credential (cache, refresh-ahead, backoff), the crash-safe
 //!   refresh-token store, Microsoft error classification, the `login` command.
+//! - [`graph`]: Microsoft Graph checks with an app-only token: client-secret and certificate
+//!   expiry, mailbox licences, Exchange Online service health.
 //! - [`state`]: the latest outcome of every check; written by the scheduler, read by scrapes.
 //! - [`schedule`]: runs checks in the background on their intervals, with jitter and bounded
 //!   concurrency; a scrape never does network I/O.
@@ -21,6 +23,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod fake_idp;
+pub mod graph;
 pub mod http;
 pub mod logging;
 pub mod metrics;

@@ -82,6 +82,7 @@ pub struct Scheduler {
     current: Mutex<Option<Generation>>,
     tokens: Mutex<Tokens>,
     tokens_cancel: CancellationToken,
+    graph: crate::graph::Runner,
 }
 
 impl Scheduler {
@@ -89,6 +90,7 @@ impl Scheduler {
         let tokens_cancel = CancellationToken::new();
         Scheduler {
             tokens: Mutex::new(Tokens::new(state.clone(), tokens_cancel.clone())),
+            graph: crate::graph::Runner::new(state.clone()),
             state,
             current: Mutex::new(None),
             tokens_cancel,
@@ -167,6 +169,7 @@ impl Scheduler {
                 ));
             }
         }
+        self.graph.start(&cfg, &gen.tasks, &gen.cancel, &sem);
         gen.tasks.close();
         let old = self
             .current

@@ -186,6 +186,8 @@ pub struct State {
     tokens: RwLock<BTreeMap<String, TokenRecord>>,
     reload: RwLock<ReloadStatus>,
     pub started: SystemTime,
+    /// Results of the Microsoft Graph checks.
+    pub graph: crate::graph::GraphStore,
 }
 
 impl Default for State {
@@ -205,6 +207,7 @@ impl State {
                 last_error: None,
             }),
             started: SystemTime::now(),
+            graph: crate::graph::GraphStore::default(),
         }
     }
 

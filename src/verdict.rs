@@ -260,10 +260,7 @@ pub fn login(m: &Mailbox, p: Protocol, rec: &CheckRecord) -> Verdict {
     let o = &rec.latest;
     let srv = m.server(p);
     let (success, reason) = state_of(o);
-    let mut detail = o.detail.clone();
-    if let Some(n) = o.messages {
-        detail = format!("{detail}; {n} messages in INBOX");
-    }
+    let detail = o.detail.clone();
     Verdict {
         kind: Kind::Login,
         name: format!("{}/{}", m.name, p.as_str()),

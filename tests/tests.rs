@@ -4,16 +4,26 @@
 #[path = "support/mod.rs"]
 mod support;
 
+#[path = "it/browser.rs"]
+mod browser;
+#[path = "it/canary.rs"]
+mod canary;
 #[path = "it/check.rs"]
 mod check;
 #[path = "it/config_files.rs"]
 mod config_files;
+#[path = "it/e2e.rs"]
+mod e2e;
 #[path = "it/endpoint.rs"]
 mod endpoint;
 #[path = "it/exporter.rs"]
 mod exporter;
 #[path = "it/fake_idp.rs"]
 mod fake_idp;
+#[path = "it/faults.rs"]
+mod faults;
+#[path = "it/graph.rs"]
+mod graph;
 #[path = "it/login_mailstack.rs"]
 mod login_mailstack;
 #[path = "it/login_scripted.rs"]
@@ -22,6 +32,8 @@ mod login_scripted;
 mod mailstack;
 #[path = "it/oauth.rs"]
 mod oauth;
+#[path = "it/reliability.rs"]
+mod reliability;
 #[path = "it/rules.rs"]
 mod rules;
 #[path = "it/webconfig.rs"]

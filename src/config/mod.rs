@@ -40,6 +40,8 @@ pub struct Config {
     pub credentials: Vec<Credential>,
     pub mailboxes: Vec<Mailbox>,
     pub product: Option<Product>,
+    /// Microsoft Graph checks, one entry per credential with a `graph:` section.
+    pub graph: Vec<GraphSettings>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -254,6 +256,73 @@ impl Mailbox {
             (Protocol::Smtp, Some(delegate)) => delegate,
             _ => &self.address,
         }
+    }
+}
+
+/// One of the Microsoft Graph checks (o365-facts.md section 8).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GraphCheck {
+    /// Expiry of the app registration's client secrets and certificates.
+    AppCredentials,
+    /// Whether each mailbox's user holds an enabled Exchange plan.
+    Licenses,
+    /// Exchange Online's status and open incidents/advisories.
+    ServiceHealth,
+}
+
+impl GraphCheck {
+    pub const ALL: [GraphCheck; 3] = [
+        GraphCheck::AppCredentials,
+        GraphCheck::Licenses,
+        GraphCheck::ServiceHealth,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GraphCheck::AppCredentials => "app_credentials",
+            GraphCheck::Licenses => "licenses",
+            GraphCheck::ServiceHealth => "service_health",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<GraphCheck> {
+        GraphCheck::ALL.into_iter().find(|c| c.as_str() == s)
+    }
+}
+
+/// A mailbox whose user's licence a Graph `licenses` check reads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LicenceTarget {
+    /// The mailbox's name (the metric label).
+    pub mailbox: String,
+    /// Looked up as the user's userPrincipalName.
+    pub address: String,
+}
+
+/// The Graph checks of one app-only credential (`credentials[].graph`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GraphSettings {
+    /// The credential whose app registration and token are used.
+    pub credential: String,
+    pub checks: Vec<GraphCheck>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// `https://graph.microsoft.com` (the cloud's Graph host) or the override, no trailing `/`.
+    pub url: String,
+    /// Scope of the Graph token, `https://<graph host>/.default` unless overridden.
+    pub scope: String,
+    /// The service-health service to watch, `Exchange Online` by default.
+    pub service: String,
+    /// Mailboxes whose licence this credential checks (each mailbox is checked by one credential).
+    pub licence_targets: Vec<LicenceTarget>,
+    /// Credentials whose app registration `app_credentials` reads: this one, and those of the
+    /// same tenant without a Graph section of their own that runs it (each read by one).
+    pub app_targets: Vec<String>,
+}
+
+impl GraphSettings {
+    pub fn runs(&self, check: GraphCheck) -> bool {
+        self.checks.contains(&check)
     }
 }
 

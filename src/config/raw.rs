@@ -98,6 +98,18 @@ pub struct RawCredential {
     pub interval: LStr,
     pub timeout: LStr,
     pub ca_file: LStr,
+    pub graph: Option<RawGraph>,
+}
+
+/// Microsoft Graph checks run with a credential's app-only token (`credentials[].graph`).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawGraph {
+    pub checks: Option<Vec<Lenient<String>>>,
+    pub interval: LStr,
+    pub timeout: LStr,
+    pub graph_url: LStr,
+    pub scope: LStr,
+    pub service: LStr,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -118,6 +130,7 @@ pub struct RawMailbox {
     pub interval: LStr,
     pub timeout: LStr,
     pub servers: Option<RawServers>,
+    pub licensed: LBool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -251,6 +251,7 @@ fn validate(v: &mut V<'_>, raw: &RawConfig) -> Config {
     let servers = servers(v, "servers", raw.servers.as_ref(), &default_servers(cloud));
     let mailboxes = mailboxes(v, raw, &defaults, &servers);
     let credentials = credentials(v, raw, cloud, &defaults, &mailboxes);
+    let graph = graph(v, raw, cloud, &defaults, &credentials, &mailboxes);
     let product = raw.product.as_ref().and_then(|p| {
         let url = v.required_str("product.external_url", &p.external_url)?;
         match url::Url::parse(&url) {
@@ -273,6 +274,7 @@ fn validate(v: &mut V<'_>, raw: &RawConfig) -> Config {
         credentials,
         mailboxes,
         product,
+        graph,
     }
 }
 
@@ -420,7 +422,10 @@ fn endpoints(v: &mut V<'_>, raw: &RawConfig, cloud: &Cloud, d: &Defaults) -> Vec
         let ca_file = v.file(&p("ca_file"), &e.ca_file);
         let interval = v.duration(&p("interval"), &e.interval, d.interval);
         let timeout = v.duration(&p("timeout"), &e.timeout, d.timeout);
-        check_interval(v, &p("interval"), interval, timeout);
+        // inherited values were checked once under `defaults`
+        if e.interval.is_some() || e.timeout.is_some() {
+            check_interval(v, &p("interval"), interval, timeout);
+        }
         if let (Some(name), Some(host), Some(port), Some(tls)) = (name, host, port, tls) {
             out.push(Endpoint {
                 name,
@@ -598,7 +603,9 @@ fn mailboxes(v: &mut V<'_>, raw: &RawConfig, d: &Defaults, base: &ServerSet) -> 
             .unwrap_or(login_as.is_some());
         let interval = v.duration(&p("interval"), &m.interval, d.login_interval);
         let timeout = v.duration(&p("timeout"), &m.timeout, d.login_timeout);
-        check_interval(v, &p("interval"), interval, timeout);
+        if m.interval.is_some() || m.timeout.is_some() {
+            check_interval(v, &p("interval"), interval, timeout);
+        }
         let set = servers(v, &p("servers"), m.servers.as_ref(), base);
         if let (Some(name), Some(address)) = (name, address) {
             out.push(Mailbox {
@@ -778,6 +785,173 @@ fn credentials(
     out
 }
 
+/// Default interval of the Graph checks: what they read changes slowly, and Graph throttles
+/// (o365-facts.md 8: 150 requests/min per tenant for `$select=keyCredentials`; 9: "every 15-60 min
+/// is plenty").
+pub const DEFAULT_GRAPH_INTERVAL: Duration = Duration::from_secs(3600);
+/// The service-health service watched unless `graph.service` names another.
+pub const DEFAULT_GRAPH_SERVICE: &str = "Exchange Online";
+
+/// `credentials[].graph` sections, and which credential checks each licensed mailbox (its own
+/// credential when that runs `licenses`, else the first one of the same tenant that does).
+fn graph(
+    v: &mut V<'_>,
+    raw: &RawConfig,
+    cloud: &Cloud,
+    d: &Defaults,
+    credentials: &[Credential],
+    mailboxes: &[Mailbox],
+) -> Vec<GraphSettings> {
+    // `licensed` is read for every mailbox, so a malformed value is reported without Graph too
+    let mut licensed: Vec<(String, bool)> = Vec::new();
+    for (j, m) in raw.mailboxes.iter().flatten().enumerate() {
+        let flag = v.get(&format!("mailboxes[{j}].licensed"), &m.licensed);
+        if let Some(Lenient(Ok(name))) = &m.name {
+            if let Some(mb) = mailboxes.iter().find(|x| &x.name == name) {
+                licensed.push((name.clone(), flag.unwrap_or(mb.login_as.is_none())));
+            }
+        }
+    }
+    let mut out: Vec<(GraphSettings, String)> = Vec::new();
+    for (i, c) in raw.credentials.iter().flatten().enumerate() {
+        let Some(g) = &c.graph else { continue };
+        let p = |f: &str| format!("credentials[{i}].graph.{f}");
+        let cred = match &c.name {
+            Some(Lenient(Ok(n))) => credentials.iter().find(|x| &x.name == n),
+            _ => None,
+        };
+        if let Some(cr) = cred {
+            if cr.grant != GrantKind::ClientCredentials {
+                // a delegated Graph token would need its own sign-in and refresh-token chain
+                v.at_key(
+                    &format!("credentials[{i}].graph"),
+                    "Graph checks need an app-only credential (grant: client_credentials) with Application.Read.All, User.Read.All and ServiceHealth.Read.All; add a dedicated app-only credential with this graph: section",
+                );
+            }
+        }
+        let mut checks = Vec::new();
+        match &g.checks {
+            None => checks = GraphCheck::ALL.to_vec(),
+            Some(list) if list.is_empty() => v.at(
+                &p("checks"),
+                "must name at least one of app_credentials, licenses, service_health",
+            ),
+            Some(list) => {
+                for (j, item) in list.iter().enumerate() {
+                    let pp = format!("credentials[{i}].graph.checks[{j}]");
+                    if let Some(s) = v.get(&pp, &Some(item.clone())) {
+                        match GraphCheck::parse(&s) {
+                            Some(ch) if checks.contains(&ch) => {
+                                v.at(&pp, format!("{s} is listed twice"))
+                            }
+                            Some(ch) => checks.push(ch),
+                            None => v.at(
+                                &pp,
+                                format!(
+                                    "{s:?} is not a Graph check (app_credentials, licenses, service_health)"
+                                ),
+                            ),
+                        }
+                    }
+                }
+            }
+        }
+        let interval = v.duration(&p("interval"), &g.interval, DEFAULT_GRAPH_INTERVAL);
+        let timeout = v.duration(&p("timeout"), &g.timeout, d.timeout);
+        check_interval(v, &p("interval"), interval, timeout);
+        let default_url = format!("https://{}", cloud.graph_host);
+        let url = match v.get(&p("graph_url"), &g.graph_url) {
+            Some(u) => match url::Url::parse(&u) {
+                Ok(x) if x.scheme() == "https" || (x.scheme() == "http" && is_loopback(&x)) => {
+                    u.trim_end_matches('/').to_string()
+                }
+                _ => {
+                    // the Graph token travels in a header: never in clear text over a network
+                    v.at(
+                        &p("graph_url"),
+                        format!(
+                            "{u:?} is not an https:// URL (http:// only to a loopback address)"
+                        ),
+                    );
+                    default_url.clone()
+                }
+            },
+            None => default_url.clone(),
+        };
+        let scope = v
+            .get(&p("scope"), &g.scope)
+            .unwrap_or_else(|| format!("{default_url}/.default"));
+        let service = match v.get(&p("service"), &g.service) {
+            Some(s) if s.trim().is_empty() || s.len() > 64 || s.contains('\'') => {
+                v.at(
+                    &p("service"),
+                    "must be a service name such as Exchange Online (at most 64 characters, no quote)",
+                );
+                DEFAULT_GRAPH_SERVICE.to_string()
+            }
+            Some(s) => s.trim().to_string(),
+            None => DEFAULT_GRAPH_SERVICE.to_string(),
+        };
+        if let Some(cr) = cred {
+            out.push((
+                GraphSettings {
+                    credential: cr.name.clone(),
+                    checks,
+                    interval,
+                    timeout,
+                    url,
+                    scope,
+                    service,
+                    licence_targets: Vec::new(),
+                    app_targets: Vec::new(),
+                },
+                cr.tenant.to_ascii_lowercase(),
+            ));
+        }
+    }
+    for c in credentials {
+        let tenant = c.tenant.to_ascii_lowercase();
+        let runs = |g: &GraphSettings| g.runs(GraphCheck::AppCredentials);
+        let pick = out
+            .iter()
+            .position(|(g, _)| runs(g) && g.credential == c.name)
+            .or_else(|| {
+                // a credential with a graph section that leaves app_credentials out opted out
+                if out.iter().any(|(g, _)| g.credential == c.name) {
+                    return None;
+                }
+                out.iter().position(|(g, t)| runs(g) && *t == tenant)
+            });
+        if let Some(k) = pick {
+            out[k].0.app_targets.push(c.name.clone());
+        }
+    }
+    for m in mailboxes {
+        if !licensed.iter().any(|(n, l)| n == &m.name && *l) {
+            continue;
+        }
+        let tenant = credentials
+            .iter()
+            .find(|c| c.name == m.credential)
+            .map(|c| c.tenant.to_ascii_lowercase());
+        let runs = |g: &GraphSettings| g.runs(GraphCheck::Licenses);
+        let pick = out
+            .iter()
+            .position(|(g, _)| runs(g) && g.credential == m.credential)
+            .or_else(|| {
+                out.iter()
+                    .position(|(g, t)| runs(g) && Some(t) == tenant.as_ref())
+            });
+        if let Some(k) = pick {
+            out[k].0.licence_targets.push(LicenceTarget {
+                mailbox: m.name.clone(),
+                address: m.address.clone(),
+            });
+        }
+    }
+    out.into_iter().map(|(g, _)| g).collect()
+}
+
 fn is_loopback(u: &url::Url) -> bool {
     match u.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
@@ -817,7 +991,19 @@ pub fn default_scopes(
 fn client_auth(v: &mut V<'_>, i: usize, c: &RawCredential) -> ClientAuth {
     let p = |f: &str| format!("credentials[{i}].{f}");
     let mut found: Vec<ClientAuth> = Vec::new();
-    if let Some(s) = v.get(&p("client_secret"), &c.client_secret) {
+    // serde's type error quotes the value ("invalid type: integer `1234`"), which here is the
+    // secret itself (all digits, or anything else YAML reads as a number or boolean)
+    let inline = match &c.client_secret {
+        Some(Lenient(Err(_))) => {
+            v.at(
+                &p("client_secret"),
+                "must be a string: put the secret in quotes (or use client_secret_file)",
+            );
+            None
+        }
+        other => v.get(&p("client_secret"), other),
+    };
+    if let Some(s) = inline {
         if v.ctx.file_private {
             found.push(ClientAuth::Secret(SecretString::from(s)));
         } else {
@@ -1034,6 +1220,16 @@ credentials:
     }
 
     #[test]
+    fn a_secret_yaml_reads_as_a_number_is_refused_without_quoting_it() {
+        for value in ["918273645501", "9182736.5", "true"] {
+            let text = format!("credentials:\n  - name: a\n    tenant: t.example\n    client_id: x\n    grant: client_credentials\n    client_secret: {value}\n");
+            let e = load(&text, &ctx()).expect_err("refused").to_string();
+            assert!(e.contains("client_secret: must be a string"), "{e}");
+            assert!(!e.contains(value), "{e}");
+        }
+    }
+
+    #[test]
     fn delegated_default_scopes_follow_mailbox_protocols() {
         let text = "\
 credentials:
@@ -1057,6 +1253,110 @@ mailboxes:
             ]
         );
         assert_eq!(cfg.mailboxes[0].imap.host, "outlook.office365.com");
+    }
+
+    #[test]
+    fn graph_sections_default_to_the_cloud_and_assign_each_mailbox_once() {
+        let text = "\
+cloud: gcc-high
+credentials:
+  - name: user
+    tenant: contoso.onmicrosoft.us
+    client_id: 11111111-2222-3333-4444-555555555555
+    grant: refresh_token
+  - name: reader
+    tenant: Contoso.onmicrosoft.us
+    client_id: 22222222-2222-3333-4444-555555555555
+    grant: client_credentials
+    client_secret: x
+    graph: {}
+  - name: other
+    tenant: fabrikam.onmicrosoft.us
+    client_id: 33333333-2222-3333-4444-555555555555
+    grant: client_credentials
+    client_secret: y
+    graph:
+      checks: [licenses, service_health]
+      interval: 30m
+      graph_url: http://127.0.0.1:9/
+      scope: https://graph.microsoft.com/.default
+      service: Exchange
+mailboxes:
+  - {name: a, address: a@contoso.us, credential: user, protocols: [imap]}
+  - {name: b, address: b@contoso.us, credential: user, protocols: [imap], licensed: false}
+  - {name: s, address: s@contoso.us, credential: user, protocols: [imap], login_as: a@contoso.us}
+  - {name: f, address: f@fabrikam.us, credential: other, protocols: [imap]}
+  - {name: r, address: r@contoso.us, credential: reader, protocols: [pop3]}
+";
+        let mut c = ctx();
+        c.file_private = true;
+        let cfg = load(text, &c).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.graph.len(), 2);
+        let r = &cfg.graph[0];
+        assert_eq!(
+            (r.credential.as_str(), r.checks.clone(), r.interval),
+            ("reader", GraphCheck::ALL.to_vec(), DEFAULT_GRAPH_INTERVAL)
+        );
+        assert_eq!(r.url, "https://graph.microsoft.us");
+        assert_eq!(r.scope, "https://graph.microsoft.us/.default");
+        assert_eq!(r.service, "Exchange Online");
+        // a (delegated credential, same tenant) and r (its own); not b (licensed: false),
+        // not s (shared: reached through a delegate), not f (another tenant)
+        let names: Vec<&str> = r
+            .licence_targets
+            .iter()
+            .map(|t| t.mailbox.as_str())
+            .collect();
+        assert_eq!(names, ["a", "r"]);
+        // the delegated credential's app registration is read by the reader too
+        assert_eq!(r.app_targets, ["user", "reader"]);
+        let o = &cfg.graph[1];
+        assert_eq!(o.url, "http://127.0.0.1:9");
+        assert_eq!(o.interval, Duration::from_secs(1800));
+        assert_eq!(o.service, "Exchange");
+        let names: Vec<&str> = o
+            .licence_targets
+            .iter()
+            .map(|t| t.mailbox.as_str())
+            .collect();
+        assert_eq!(names, ["f"]);
+        // `other` does not run app_credentials, so nobody reads its app registration
+        assert!(o.app_targets.is_empty());
+    }
+
+    #[test]
+    fn graph_mistakes_are_reported_with_their_paths() {
+        let text = "\
+credentials:
+  - name: user
+    tenant: contoso.onmicrosoft.com
+    client_id: 11111111-2222-3333-4444-555555555555
+    grant: refresh_token
+    graph:
+      checks: [licenses, licenses, gossip]
+      graph_url: http://graph.example.com
+      interval: 1s
+      timeout: 5s
+      colour: red
+mailboxes:
+  - {name: a, address: a@contoso.com, credential: user, protocols: [imap], licensed: maybe}
+";
+        let err = load(text, &ctx()).unwrap_err();
+        let got: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "credentials[0].graph",
+                "credentials[0].graph.checks[1]",
+                "credentials[0].graph.checks[2]",
+                "credentials[0].graph.graph_url",
+                "credentials[0].graph.interval",
+                "credentials[0].graph.colour",
+                "mailboxes[0].licensed",
+            ],
+            "{err}"
+        );
+        assert!(err.to_string().contains("client_credentials"), "{err}");
     }
 
     #[test]

@@ -67,6 +67,9 @@ pub struct FileConfig {
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub signed_in_user: Option<String>,
+    /// What the fake Microsoft Graph serves (`super::FakeGraph`'s fields).
+    #[serde(default)]
+    pub graph: Option<super::FakeGraph>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -306,6 +309,9 @@ impl FileConfig {
         }
         if let Some(s) = &self.signed_in_user {
             b = b.signed_in_user(s);
+        }
+        if let Some(g) = self.graph {
+            b = b.graph(g);
         }
         Ok(b)
     }

@@ -5,7 +5,8 @@
 //! Faithful points (o365-facts.md section 3): client credentials need `{resource}/.default` and
 //! never return a refresh token or `scope`; delegated grants return `scope`, a refresh token
 //! only with `offline_access` and an id token only with `openid`; refresh tokens rotate on every
-//! use and the old one stays valid (strict mode: a used one answers AADSTS70000); authorization
+//! use and the old one stays valid (strict mode: a used one answers AADSTS70000; with the
+//! grace, only once its successor has been used); authorization
 //! codes are single-use (AADSTS54005) and bound to `redirect_uri` and the PKCE challenge; device
 //! codes answer `authorization_pending` until approved and `expired_token` after `expires_in`.
 
@@ -384,6 +385,7 @@ fn issue_delegated(
                 issued_at: now,
                 last_used_at: now,
                 used: false,
+                successor: None,
             },
         );
         rt
@@ -428,7 +430,15 @@ fn refresh(st: &mut State, app: &App, call: &TokenCall) -> Result<Vec<u8>, AadEr
     if now - rec.last_used_at > max_idle.as_secs() as i64 {
         return Err(aad::refresh_token_expired(rec.issued_at, max_idle));
     }
-    if rec.used && st.strict_refresh {
+    // The grace: the answer that carried the successor may never have arrived (a crash, a
+    // dropped connection), so the used token still works while its successor is unused.
+    let successor_unused = || {
+        rec.successor
+            .as_ref()
+            .and_then(|s| st.refresh_tokens.get(s))
+            .is_some_and(|s| !s.used)
+    };
+    if rec.used && st.strict_refresh && !(st.refresh_grace && successor_unused()) {
         return Err(aad::refresh_token_reused());
     }
     // The scope of a refresh may differ from the original (any consented resource, facts 3.5);
@@ -441,9 +451,18 @@ fn refresh(st: &mut State, app: &App, call: &TokenCall) -> Result<Vec<u8>, AadEr
         scope.push_str(" offline_access");
     }
     let out = issue_delegated(st, app, &rec.user, &scope, acr)?;
+    // redeemed again within the grace: the successor nobody received is retired, so one chain
+    // never has two live heads
+    if let Some(old) = rec.successor.as_ref().filter(|_| st.refresh_grace) {
+        st.refresh_tokens.remove(old);
+    }
+    let successor = serde_json::from_slice::<Value>(&out)
+        .ok()
+        .and_then(|v| v["refresh_token"].as_str().map(str::to_string));
     if let Some(r) = st.refresh_tokens.get_mut(rt) {
         r.used = true;
         r.last_used_at = now;
+        r.successor = successor;
     }
     Ok(out)
 }

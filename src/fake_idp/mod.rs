@@ -20,6 +20,10 @@
 //!   auto-posting form). Unknown client or unregistered redirect URI: an HTML error page (400).
 //! - `POST /{tenant}/oauth2/v2.0/devicecode`: `user_code`, `device_code`, `verification_uri`,
 //!   `expires_in`, `interval`, `message` (no `verification_uri_complete`, as Entra).
+//! - `GET /v1.0/…`: a fake Microsoft Graph for the exporter's Graph checks (applications'
+//!   credentials, users' assigned plans, service health with paging), answering only tokens this
+//!   fake issued, with a Graph audience and the API's application role ([`FakeGraph`], set with
+//!   [`FakeIdpBuilder::graph`] or [`FakeIdpHandle::update_graph`]; `graph.rs`).
 //! - `/_fake/…`: the control API (loopback peers only), JSON in and out:
 //!   `GET health`, `GET stats`, `POST stats/reset`, `POST inject` ([`Injection`] JSON),
 //!   `GET injections`, `POST clear`, `POST user {"upn"}`, `GET device` (pending user codes),
@@ -85,6 +89,7 @@ mod clock;
 mod config;
 mod failure;
 mod grant;
+mod graph;
 mod ids;
 mod jwt;
 mod registry;
@@ -101,6 +106,10 @@ use tokio_util::task::TaskTracker;
 
 pub use config::FileConfig;
 pub use failure::{Failure, Injection};
+pub use graph::{
+    FakeGraph, GraphApi, GraphApplication, GraphFailure, GraphIssue, GraphKey, GraphPlan,
+    GraphSecret, GraphService, GraphUser,
+};
 pub use registry::{App, AppSecret, User};
 pub use stats::{StatRow, Stats};
 
@@ -219,8 +228,10 @@ impl FakeIdp {
             users: Vec::new(),
             signed_in: None,
             strict_refresh: false,
+            refresh_grace: false,
             loop_detection: false,
             listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            graph: FakeGraph::default(),
         }
     }
 }
@@ -234,8 +245,10 @@ pub struct FakeIdpBuilder {
     users: Vec<User>,
     signed_in: Option<String>,
     strict_refresh: bool,
+    refresh_grace: bool,
     loop_detection: bool,
     listen: SocketAddr,
+    graph: FakeGraph,
 }
 
 impl FakeIdpBuilder {
@@ -337,6 +350,17 @@ impl FakeIdpBuilder {
         self
     }
 
+    /// Strict rotation's lost-answer grace (only with [`Self::strict_refresh`]): a used refresh
+    /// token stays redeemable until the token it was rotated into has been used, and redeeming
+    /// it again retires that unused successor. No client can persist a token it has not
+    /// received yet, so without the grace a crash between the server's rotation and the
+    /// client's save kills any chain; with it, AADSTS70000 (or 9002313 for a retired token)
+    /// means the client used a token it had not persisted, or went back to an older one.
+    pub fn refresh_grace(mut self, on: bool) -> Self {
+        self.refresh_grace = on;
+        self
+    }
+
     /// Microsoft's loop detection (AADSTS50196 from the 15th identical request in 5 min).
     pub fn loop_detection(mut self, on: bool) -> Self {
         self.loop_detection = on;
@@ -347,6 +371,12 @@ impl FakeIdpBuilder {
     pub fn loop_limits(mut self, threshold: usize, window: Duration) -> Self {
         self.settings.loop_threshold = threshold;
         self.settings.loop_window = window;
+        self
+    }
+
+    /// What the fake Microsoft Graph (`/v1.0/…` on the same port) serves. Default: nothing.
+    pub fn graph(mut self, graph: FakeGraph) -> Self {
+        self.graph = graph;
         self
     }
 
@@ -385,7 +415,9 @@ impl FakeIdpBuilder {
         })?;
         let mut state = State::new(self.settings, signer, self.apps, self.users, self.signed_in);
         state.strict_refresh = self.strict_refresh;
+        state.refresh_grace = self.refresh_grace;
         state.loop_detection = self.loop_detection;
+        state.graph = self.graph;
         state.base_url = format!("http://{addr}");
         let cancel = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -466,6 +498,17 @@ impl FakeIdpHandle {
             self.base_url(),
             self.tenant()
         )
+    }
+
+    /// Base URL of the fake Microsoft Graph (the exporter's `graph.graph_url`): the same
+    /// `http://127.0.0.1:PORT`.
+    pub fn graph_url(&self) -> String {
+        self.base_url()
+    }
+
+    /// Changes what the fake Graph serves (applications, users, service health, failures).
+    pub fn update_graph(&self, f: impl FnOnce(&mut FakeGraph)) {
+        f(&mut self.shared.lock().graph);
     }
 
     /// Adds a failure injection (checked in order, before normal processing).

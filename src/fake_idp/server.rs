@@ -129,6 +129,21 @@ async fn route(shared: &Shared, peer: SocketAddr, req: Request<Incoming>) -> Rep
         let rest = rest.to_string();
         return control(shared, req, &rest).await;
     }
+    if path.starts_with("/v1.0/") {
+        let auth = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let mut st = shared.lock();
+        return super::graph::route(
+            &mut st,
+            req.method(),
+            &path,
+            req.uri().query(),
+            auth.as_deref(),
+        );
+    }
     let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let [tenant, "oauth2", "v2.0", endpoint] = segs.as_slice() else {
         return Reply::text(404, "not found\n");

@@ -59,6 +59,8 @@ pub(crate) struct RefreshRecord {
     pub issued_at: i64,
     pub last_used_at: i64,
     pub used: bool,
+    /// The token this one was last rotated into (strict mode's lost-answer grace).
+    pub successor: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -104,6 +106,8 @@ pub(crate) struct State {
     pub users: Vec<User>,
     pub signed_in: Option<String>,
     pub strict_refresh: bool,
+    /// With `strict_refresh`: a used token stays redeemable until its successor is used.
+    pub refresh_grace: bool,
     pub loop_detection: bool,
     pub clock: Clock,
     pub base_url: String,
@@ -117,6 +121,8 @@ pub(crate) struct State {
     /// Per user oid: refresh tokens issued before this Unix time are revoked (AADSTS50173).
     pub tokens_valid_from: HashMap<String, i64>,
     pub counters: Counters,
+    /// What the fake Microsoft Graph serves (`graph.rs`).
+    pub graph: super::graph::FakeGraph,
 }
 
 impl State {
@@ -134,6 +140,7 @@ impl State {
             users,
             signed_in,
             strict_refresh: false,
+            refresh_grace: false,
             loop_detection: false,
             clock: Clock::new(),
             base_url: String::new(),
@@ -146,6 +153,7 @@ impl State {
             loop_log: HashMap::new(),
             tokens_valid_from: HashMap::new(),
             counters: Counters::default(),
+            graph: super::graph::FakeGraph::default(),
         }
     }
 

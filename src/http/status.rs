@@ -208,6 +208,10 @@ pub fn page(web: &Web) -> String {
         }
         h.push_str("</table>\n");
     }
+    h.push_str(&crate::graph::status::section(
+        &cfg,
+        &web.state.graph.snapshot(),
+    ));
     h.push_str("<p>Reasons and their fixes: see docs/reasons.md and docs/tokens.md in the project.</p>\n</body></html>\n");
     h
 }

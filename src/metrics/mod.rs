@@ -641,8 +641,163 @@ impl Collector {
                     Some((l1("mailbox", &m.name), r.latest.messages? as f64))
                 })
         )?;
+        graph(&mut e, &cfg, &self.state.graph.snapshot())?;
         Ok(())
     }
+}
+
+/// The Microsoft Graph checks' families (see `crate::graph`).
+fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -> fmt::Result {
+    let runs: Vec<_> = cfg
+        .graph
+        .iter()
+        .flat_map(|s| s.checks.iter().map(move |c| (s, *c)))
+        .filter_map(|(s, c)| g.checks.get(&(s.credential.clone(), c)).map(|r| (s, c, r)))
+        .collect();
+    fn cc(s: &crate::config::GraphSettings, c: crate::config::GraphCheck) -> Labels<'_> {
+        Labels::of([("credential", s.credential.as_str()), ("check", c.as_str())])
+    }
+    e.gauge(
+        "o365_graph_check_success",
+        "Whether the last run of the Microsoft Graph check succeeded",
+        runs.iter()
+            .map(|(s, c, r)| (cc(s, *c), b(r.reason == crate::graph::GraphReason::Ok)))
+            .collect::<Vec<_>>(),
+    )?;
+    e.gauge(
+        "o365_graph_check_reason",
+        "Reason of the last run of the Microsoft Graph check (ok, pending or a failure reason); one series per credential and check, value 1",
+        runs.iter()
+            .map(|(s, c, r)| {
+                let mut l = cc(s, *c);
+                l.push(("reason", r.reason.as_str()));
+                (l, 1.0)
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    e.gauge(
+        "o365_graph_last_check_timestamp_seconds",
+        "When the last run of the Microsoft Graph check finished (0 before the first)",
+        runs.iter()
+            .map(|(s, c, r)| (cc(s, *c), opt_ts(r.last_check)))
+            .collect::<Vec<_>>(),
+    )?;
+    e.gauge(
+        "o365_graph_last_success_timestamp_seconds",
+        "When the Microsoft Graph check last succeeded (0 if never since start)",
+        runs.iter()
+            .map(|(s, c, r)| (cc(s, *c), opt_ts(r.last_success)))
+            .collect::<Vec<_>>(),
+    )?;
+    e.counter(
+        "o365_graph_requests",
+        "Requests sent to Microsoft Graph by the check",
+        runs.iter()
+            .map(|(s, c, r)| (cc(s, *c), r.requests))
+            .collect::<Vec<_>>(),
+    )?;
+    e.counter(
+        "o365_graph_check_failures",
+        "Failed runs of the Microsoft Graph check since start, by reason",
+        runs.iter()
+            .flat_map(|(s, c, r)| {
+                r.failures.iter().map(move |(reason, n)| {
+                    let mut l = cc(s, *c);
+                    l.push(("reason", reason.as_str()));
+                    (l, *n)
+                })
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    e.gauge(
+        "o365_app_credential_expiry_timestamp_seconds",
+        "When each client secret (type password) or certificate of the credential's app registration expires, as Microsoft Graph reports it; once known",
+        cfg.graph
+            .iter()
+            .filter(|s| s.runs(crate::config::GraphCheck::AppCredentials))
+            .flat_map(|s| s.app_targets.iter())
+            .filter_map(|c| g.apps.get(c).map(|a| (c, a)))
+            .flat_map(|(c, a)| {
+                a.keys.iter().filter_map(move |k| {
+                    Some((
+                        Labels::of([
+                            ("credential", c.as_str()),
+                            ("key_id", k.key_id.as_str()),
+                            ("type", k.kind.as_str()),
+                        ]),
+                        k.end? as f64,
+                    ))
+                })
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let lic: Vec<_> = cfg
+        .graph
+        .iter()
+        .flat_map(|s| s.licence_targets.iter())
+        .filter_map(|t| g.licences.get(&t.mailbox).map(|l| (&t.mailbox, l)))
+        .collect();
+    e.gauge(
+        "o365_mailbox_exchange_licensed",
+        "Whether the mailbox's user holds an Exchange plan that is Enabled or in its Warning grace period; once known",
+        lic.iter()
+            .map(|(m, l)| (l1("mailbox", m), b(l.status.licensed())))
+            .collect::<Vec<_>>(),
+    )?;
+    e.gauge(
+        "o365_mailbox_exchange_plan_status",
+        "State of the mailbox user's Exchange plan (Enabled, Warning, Suspended, LockedOut, Deleted, none, other); one series per mailbox, value 1; once known",
+        lic.iter()
+            .map(|(m, l)| {
+                (
+                    Labels::of([("mailbox", m.as_str()), ("status", l.status.as_str())]),
+                    1.0,
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    let health: Vec<_> = cfg
+        .graph
+        .iter()
+        .filter_map(|s| g.health.get(&s.credential).map(|h| (s, h)))
+        .collect();
+    e.gauge(
+        "o365_service_status",
+        "Status of the service as Microsoft's service health reports it (serviceOperational, serviceDegradation, ...); one series per credential and service, value 1; once known",
+        health
+            .iter()
+            .map(|(s, h)| {
+                (
+                    Labels::of([
+                        ("credential", s.credential.as_str()),
+                        ("service", h.service.as_str()),
+                        ("status", h.status),
+                    ]),
+                    1.0,
+                )
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    e.gauge(
+        "o365_service_issues_open",
+        "Open (unresolved) service issues of the service, by classification (incident, advisory, other); once known",
+        health
+            .iter()
+            .flat_map(|(s, h)| {
+                h.open.iter().map(move |(class, n)| {
+                    (
+                        Labels::of([
+                            ("credential", s.credential.as_str()),
+                            ("service", h.service.as_str()),
+                            ("classification", *class),
+                        ]),
+                        *n as f64,
+                    )
+                })
+            })
+            .collect::<Vec<_>>(),
+    )?;
+    Ok(())
 }
 
 fn b(v: bool) -> f64 {
@@ -703,6 +858,12 @@ credentials:
     client_id: 11111111-2222-3333-4444-555555555555
     grant: refresh_token
     secret_expires: 2027-01-31
+  - name: reader
+    tenant: contoso.onmicrosoft.com
+    client_id: 22222222-2222-3333-4444-555555555555
+    grant: client_credentials
+    client_secret_file: config/secrets/example-client-secret.txt
+    graph: {}
 mailboxes:
   - name: support
     address: support@contoso.com
@@ -747,6 +908,92 @@ mailboxes:
         out
     }
 
+    /// One result of each Graph check, with facts, so every Graph family has a series.
+    fn graph_facts(state: &State, cfg: &Config) {
+        use crate::config::GraphCheck;
+        use crate::graph::model::{KeyKind, PlanStatus};
+        use crate::graph::store::*;
+        use crate::graph::GraphReason;
+        state.graph.reconcile(&cfg.graph);
+        let hour = std::time::Duration::from_secs(3600);
+        let run = |reason, facts| RunOutcome {
+            reason,
+            detail: String::new(),
+            requests: 1,
+            duration: std::time::Duration::ZERO,
+            retry_after: None,
+            facts,
+        };
+        let now = SystemTime::now();
+        let app = Facts::Apps {
+            found: vec![(
+                "reader".into(),
+                AppFacts {
+                    reader: "reader".into(),
+                    app_name: "ECE".into(),
+                    keys: vec![AppKey {
+                        key_id: "11111111-2222-3333-4444-555555555555".into(),
+                        kind: KeyKind::Password,
+                        name: "prod".into(),
+                        start: None,
+                        end: Some(1_800_000_000),
+                        in_use: true,
+                    }],
+                    as_of: now,
+                },
+            )],
+            missing: Vec::new(),
+        };
+        state.graph.publish(
+            "reader",
+            GraphCheck::AppCredentials,
+            hour,
+            run(GraphReason::Ok, app),
+            None,
+        );
+        state.graph.publish(
+            "reader",
+            GraphCheck::AppCredentials,
+            hour,
+            run(GraphReason::Throttled, Facts::None),
+            None,
+        );
+        let lic = Facts::Licences {
+            found: vec![(
+                "support".into(),
+                LicenceFacts {
+                    credential: "reader".into(),
+                    status: PlanStatus::Enabled,
+                    plans: Vec::new(),
+                    licences: 1,
+                    as_of: now,
+                },
+            )],
+            missing: Vec::new(),
+        };
+        state.graph.publish(
+            "reader",
+            GraphCheck::Licenses,
+            hour,
+            run(GraphReason::Ok, lic),
+            None,
+        );
+        let health = Facts::Health(HealthFacts {
+            service: "Exchange Online".into(),
+            status: "serviceDegradation",
+            open: [("incident", 1), ("advisory", 0)].into_iter().collect(),
+            issues: Vec::new(),
+            as_of: now,
+        });
+        state.graph.publish(
+            "reader",
+            GraphCheck::ServiceHealth,
+            hour,
+            run(GraphReason::Ok, health),
+            None,
+        );
+    }
+
     #[test]
     fn exposition_matches_docs_metrics_md() {
         let cfg = Arc::new(full_config());
@@ -776,6 +1023,7 @@ mailboxes:
             o,
             None,
         );
+        graph_facts(&state, &cfg);
         let reg = registry(state, Arc::new(ArcSwap::from(cfg)));
         let text = render(&reg, false).expect("renders");
         let got = exposed(&text);

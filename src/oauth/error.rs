@@ -507,3 +507,53 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any body: parse or None, classify, display; never a panic, and what reaches a message
+        /// is short and free of request syntax.
+        #[test]
+        fn arbitrary_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..400), status in 100u16..600, cert: bool) {
+            let parsed = MsError::parse(&body);
+            let _ = classify(status, parsed.as_ref(), cert);
+            if let Some(e) = parsed {
+                let shown = e.to_string();
+                prop_assert!(!shown.contains('&') && !shown.contains('=') && !shown.contains('\n'));
+            }
+        }
+
+        /// Microsoft's shape round-trips, and the error text shown is at most 64 safe characters.
+        #[test]
+        fn error_bodies_round_trip(error in "\\PC{1,200}", codes in prop::collection::vec(0i64..100_000_000, 0..4), trace in "[a-f0-9-]{0,36}") {
+            let e = MsError {
+                error: error.clone(),
+                error_codes: codes.clone(),
+                trace_id: Some(trace.clone()),
+                ..MsError::default()
+            };
+            let body = serde_json::to_vec(&e).expect("serialises");
+            let back = MsError::parse(&body).expect("parses");
+            prop_assert_eq!(&back.error, &error);
+            prop_assert_eq!(&back.error_codes, &codes);
+            prop_assert_eq!(back.trace_id.as_deref(), Some(trace.as_str()));
+            prop_assert!(clean_token(&error).chars().count() <= 64);
+        }
+
+        /// A known code decides whatever `error` says; without a body the status decides.
+        #[test]
+        fn codes_win_and_statuses_fall_back(error in "[a-z_]{1,30}", status in 100u16..600) {
+            let b = MsError { error, error_codes: vec![7000222], ..MsError::default() };
+            prop_assert_eq!(classify(status, Some(&b), false), TokenReason::ClientSecretExpired);
+            let want = match status {
+                429 => TokenReason::Throttled,
+                500..=599 => TokenReason::ServerError,
+                _ => TokenReason::BadResponse,
+            };
+            prop_assert_eq!(classify(status, None, false), want);
+        }
+    }
+}

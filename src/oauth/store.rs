@@ -277,12 +277,40 @@ impl TokenStore {
                 .map_err(|e| (Step::SyncDir, e))
         })();
         match result {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                self.remove_stale_temp_files(credential);
+                Ok(())
+            }
             Err((step, e)) => {
                 if !is_crash(&e) && step != Step::SyncDir {
                     let _ = std::fs::remove_file(&tmp);
                 }
                 Err(err(step, e))
+            }
+        }
+    }
+
+    /// Temporary files of saves that a crash interrupted (never read: the rename did not happen).
+    /// Only those older than a minute go, so a save in flight in another process is left alone.
+    fn remove_stale_temp_files(&self, credential: &str) {
+        let prefix = format!(".{credential}.json.");
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return;
+        };
+        for e in entries.flatten().take(10_000) {
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            if !(name.starts_with(&prefix) && name.ends_with(".tmp")) {
+                continue;
+            }
+            let old = e
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > std::time::Duration::from_secs(60));
+            if old {
+                let _ = std::fs::remove_file(e.path());
             }
         }
     }
@@ -381,6 +409,36 @@ mod tests {
 
     fn rt(t: &StoredToken) -> &str {
         t.refresh_token.expose_secret()
+    }
+
+    #[test]
+    fn a_save_removes_temp_files_left_by_crashes_but_not_fresh_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let s = TokenStore::new(d.path());
+        s.save("ece", &tok("RT-1")).unwrap();
+        let stale = s.dir().join(".ece.json.1234.0badcafe.tmp");
+        let fresh = s.dir().join(".ece.json.1235.0badbeef.tmp");
+        let other = s.dir().join(".other.json.1236.00000000.tmp");
+        for p in [&stale, &fresh, &other] {
+            std::fs::write(p, "{}").unwrap();
+        }
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for p in [&stale, &other] {
+            std::fs::File::options()
+                .write(true)
+                .open(p)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
+        s.save("ece", &tok("RT-2")).unwrap();
+        assert!(!stale.exists(), "a crash's leftover is removed");
+        assert!(
+            fresh.exists(),
+            "a save that may be in flight elsewhere is left alone"
+        );
+        assert!(other.exists(), "another credential's files are not touched");
+        assert_eq!(rt(&s.load("ece").unwrap().unwrap()), "RT-2");
     }
 
     #[test]

@@ -824,3 +824,76 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STAGES: [Stage; 4] = [
+        Stage::Greeting,
+        Stage::AuthCommand,
+        Stage::Auth,
+        Stage::Mailbox,
+    ];
+
+    proptest! {
+        /// Any line (lossy UTF-8 from the wire) parses or is `Unknown`; nothing panics.
+        #[test]
+        fn arbitrary_lines_never_panic(line in "\\PC{0,300}") {
+            let _ = parse_line(&line);
+            let g = parse_greeting(&line);
+            prop_assert!(g.capabilities.map_or(0, |c| c.len()) <= 256);
+            let _ = capability_code(&line);
+            let _ = parse_exists(&line);
+            for stage in STAGES {
+                for status in [Status::Ok, Status::No, Status::Bad] {
+                    let (_, backoff) = classify(stage, status, &line);
+                    prop_assert!(backoff.is_none_or(|b| b <= login::MAX_BACKOFF));
+                }
+            }
+        }
+
+        /// A tagged answer round-trips: tag, status (any case) and text.
+        #[test]
+        fn tagged_answers_round_trip(
+            tag in "[A-Za-z0-9.]{1,8}",
+            word in prop::sample::select(vec!["OK", "ok", "No", "NO", "BAD", "bad"]),
+            text in "[ -~]{0,120}",
+        ) {
+            let line = format!("{tag} {word} {text}");
+            let status = match word.to_ascii_uppercase().as_str() {
+                "OK" => Status::Ok,
+                "NO" => Status::No,
+                _ => Status::Bad,
+            };
+            prop_assert_eq!(parse_line(&line), Response::Tagged { tag: tag.as_str(), status, text: text.as_str() });
+        }
+
+        /// Capability lists are upper-cased, in order, and capped at 256 words.
+        #[test]
+        fn capabilities_are_upper_cased_and_bounded(words in prop::collection::vec("[A-Za-z0-9=+-]{1,12}", 0..400)) {
+            let caps = capability_words(&format!("CAPABILITY {}", words.join(" "))).expect("a CAPABILITY line");
+            let want: Vec<String> = words.iter().take(256).map(|w| w.to_ascii_uppercase()).collect();
+            prop_assert_eq!(&caps, &want);
+            let g = parse_greeting(&format!("* OK [CAPABILITY {}] ready", words.join(" ")));
+            prop_assert_eq!(g.capabilities, if words.is_empty() { Some(vec![]) } else { Some(want) });
+        }
+
+        #[test]
+        fn exists_counts_round_trip(n: u64) {
+            prop_assert_eq!(parse_exists(&format!("{n} EXISTS")), Some(n));
+        }
+
+        /// Exchange's throttling text wins wherever it appears, with its hint capped.
+        #[test]
+        fn throttling_is_recognised_at_every_stage(ms: u64, pre in "[a-z ]{0,20}") {
+            let text = format!("{pre}Request is throttled. Suggested Backoff Time: {ms} milliseconds");
+            for stage in STAGES {
+                let (r, b) = classify(stage, Status::No, &text);
+                prop_assert_eq!(r, Reason::Throttled);
+                prop_assert_eq!(b, Some(Duration::from_millis(ms).min(login::MAX_BACKOFF)));
+            }
+        }
+    }
+}

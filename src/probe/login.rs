@@ -552,3 +552,50 @@ mod tests {
         assert_eq!(e.reason, Reason::AuthMechanismUnsupported);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn utf16_b64(s: &str) -> String {
+        let bytes: Vec<u8> = s.encode_utf16().flat_map(u16::to_le_bytes).collect();
+        STANDARD.encode(bytes)
+    }
+
+    proptest! {
+        /// Any greeting: None, or a host-like name of at most 253 characters.
+        #[test]
+        fn arbitrary_greetings_yield_nothing_or_a_host_name(line in "\\PC{0,300}", inner in "\\PC{0,60}") {
+            for g in [line.clone(), format!("* OK ready [{}]", utf16_b64(&inner))] {
+                if let Some(name) = exchange_backend(&g) {
+                    prop_assert!(!name.is_empty() && name.len() <= 253);
+                    prop_assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+                }
+            }
+            prop_assert!(throttled(&line).flatten().is_none_or(|d| d <= MAX_BACKOFF));
+        }
+
+        /// A backend FQDN in the greeting's bracket round-trips (IMAP and POP3 greetings).
+        #[test]
+        fn backend_names_round_trip(labels in prop::collection::vec("[A-Za-z0-9-]{1,20}", 2..6)) {
+            let host = labels.join(".");
+            for g in [
+                format!("* OK The Microsoft Exchange IMAP4 service is ready. [{}]", utf16_b64(&host)),
+                format!("+OK The Microsoft Exchange POP3 service is ready. [{}]  ", utf16_b64(&host)),
+            ] {
+                prop_assert_eq!(exchange_backend(&g), Some(host.clone()));
+            }
+        }
+
+        #[test]
+        fn throttling_hints_round_trip(n: u64, secs: bool) {
+            let unit = if secs { "seconds" } else { "milliseconds" };
+            let d = if secs { Duration::from_secs(n) } else { Duration::from_millis(n) };
+            prop_assert_eq!(
+                throttled(&format!("NO Request is throttled. Suggested Backoff Time: {n} {unit}")),
+                Some(Some(d.min(MAX_BACKOFF)))
+            );
+        }
+    }
+}

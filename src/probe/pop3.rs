@@ -405,3 +405,62 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STAGES: [Stage; 4] = [
+        Stage::Greeting,
+        Stage::AuthCommand,
+        Stage::Auth,
+        Stage::Mailbox,
+    ];
+
+    proptest! {
+        #[test]
+        fn arbitrary_lines_never_panic(line in "\\PC{0,300}") {
+            match parse_reply(&line) {
+                Reply::Ok(t) => { let _ = parse_stat(t); }
+                Reply::Err(t) | Reply::Continuation(t) => prop_assert!(t.len() < line.len().max(1)),
+                Reply::Unknown => {}
+            }
+            prop_assert!(capa_sasl(&line).map_or(0, |m| m.len()) <= 64);
+            for stage in STAGES {
+                let (_, b) = classify(stage, &line);
+                prop_assert!(b.is_none_or(|b| b <= login::MAX_BACKOFF));
+            }
+        }
+
+        /// `+OK` / `-ERR` in any case, with or without text, round-trip the text.
+        #[test]
+        fn status_words_round_trip(ok: bool, upper: bool, text in "[ -~]{0,100}") {
+            let word = match (ok, upper) {
+                (true, true) => "+OK",
+                (true, false) => "+ok",
+                (false, true) => "-ERR",
+                (false, false) => "-err",
+            };
+            let line = if text.is_empty() { word.to_string() } else { format!("{word} {text}") };
+            let want = if ok { Reply::Ok(text.as_str()) } else { Reply::Err(text.as_str()) };
+            prop_assert_eq!(parse_reply(&line), want);
+            // a word glued to the status is not a status
+            let glued = format!("{word}X");
+            prop_assert_eq!(parse_reply(&glued), Reply::Unknown);
+        }
+
+        #[test]
+        fn stat_round_trips(n: u64, size: u64) {
+            prop_assert_eq!(parse_stat(&format!("{n} {size}")), Some((n, size)));
+        }
+
+        /// After the credentials, every `-ERR` that is neither throttling nor a temporary RFC 3206
+        /// code is a refused credential (Exchange says the same for every cause).
+        #[test]
+        fn auth_errors_are_auth_rejected(text in "[a-z .:]{0,80}") {
+            prop_assume!(!text.contains("request is throttled"));
+            prop_assert_eq!(classify(Stage::Auth, &text).0, Reason::AuthRejected);
+        }
+    }
+}

@@ -101,8 +101,14 @@ pub fn decode_challenge(b64: &str) -> Challenge {
         cut -= 1;
     }
     let head = &b64[..cut];
-    // A cut challenge loses its padding; decode the whole quads we have.
-    let quads = &head[..head.len() - head.len() % 4];
+    // A cut challenge loses its padding; decode the whole quads we have. The cut is a char
+    // boundary even when the text is not base64 (a non-ASCII line would decode as an error
+    // anyway, but must not make the slice panic: found by the property test below).
+    let mut q = head.len() - head.len() % 4;
+    while !head.is_char_boundary(q) {
+        q -= 1;
+    }
+    let quads = &head[..q];
     let decoded = if cut == b64.len() {
         STANDARD.decode(head)
     } else {
@@ -251,5 +257,56 @@ mod tests {
         let c = decode_challenge(&STANDARD.encode("a\u{0}b\nc"));
         assert_eq!(c.text, "a.b.c");
         assert_eq!(decode_challenge("").text, "");
+    }
+
+    #[test]
+    fn a_long_challenge_with_a_wide_character_at_the_cut_does_not_panic() {
+        // 4072 base64 characters, then a 4-byte character across the 4076th byte
+        let s = format!("{}\u{1192e}{}", "QUFB".repeat(1018), "A".repeat(100));
+        let c = decode_challenge(&s);
+        assert!(c.text.starts_with("(not base64"), "{}", c.text);
+    }
+}
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever follows `+ ` or `334 `: no panic, bounded, no control characters.
+        #[test]
+        fn arbitrary_challenges_stay_bounded(s in prop::collection::vec(any::<char>(), 0..6000).prop_map(String::from_iter)) {
+            let c = decode_challenge(&s);
+            prop_assert!(c.text.chars().count() <= MAX_CHALLENGE_SHOWN + 3);
+            prop_assert!(!c.text.chars().any(char::is_control));
+            prop_assert!(c.status.map_or(0, |s| s.chars().count()) <= 40);
+        }
+
+        /// Base64 that is long enough to be cut, with anything after the cut.
+        #[test]
+        fn long_base64_then_anything_stays_bounded(n in 4000usize..4200, tail in "\\PC{0,20}") {
+            let s = format!("{}{tail}", "QUFB".repeat(n / 4));
+            let c = decode_challenge(&s);
+            prop_assert!(c.text.chars().count() <= MAX_CHALLENGE_SHOWN + 3);
+        }
+
+        /// A short printable challenge decodes to itself; a JSON one yields its status.
+        #[test]
+        fn short_challenges_round_trip(text in "[ -~]{0,300}", status in "[a-z0-9_]{1,20}") {
+            prop_assert_eq!(decode_challenge(&STANDARD.encode(&text)).text, text);
+            let json = format!(r#"{{"status":"{status}","schemes":"bearer"}}"#);
+            prop_assert_eq!(decode_challenge(&STANDARD.encode(&json)).status, Some(status));
+        }
+
+        /// The initial response carries exactly the user and the token, in XOAUTH2's layout.
+        #[test]
+        fn xoauth2_layout(user in "[a-z0-9.@-]{1,40}", token in "TOK[A-Za-z0-9._-]{13,200}") {
+            let t = SecretString::from(token.clone());
+            let blob = initial_response(Mechanism::XOAuth2, &user, Target { host: "h", port: 1 }, &t);
+            let raw = STANDARD.decode(blob.expose_secret()).expect("base64");
+            prop_assert_eq!(raw, format!("user={user}\x01auth=Bearer {token}\x01\x01").into_bytes());
+            prop_assert!(!redacted(&user, &t).contains(&token));
+        }
     }
 }

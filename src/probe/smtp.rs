@@ -532,3 +532,66 @@ mod tests {
         assert_eq!(auth_mechanisms(&none), None);
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    const STAGES: [Stage; 4] = [
+        Stage::Greeting,
+        Stage::AuthCommand,
+        Stage::Auth,
+        Stage::Mailbox,
+    ];
+
+    fn reply(code: u16, lines: &[String]) -> SmtpReply {
+        SmtpReply {
+            code,
+            lines: lines.to_vec(),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_replies_never_panic(code in 0u16..1000, lines in prop::collection::vec("\\PC{0,120}", 0..8)) {
+            let r = reply(code, &lines);
+            if let Some(m) = auth_mechanisms(&r) {
+                prop_assert!(m.len() <= 64);
+            }
+            if let Some(e) = enhanced_code(&r.text()) {
+                prop_assert!(r.text().trim_start_matches(|c: char| c.is_ascii_whitespace()).starts_with(e));
+            }
+            for stage in STAGES {
+                let (_, b) = classify(stage, &r);
+                prop_assert!(b.is_none_or(|b| b <= login::MAX_BACKOFF));
+            }
+        }
+
+        #[test]
+        fn enhanced_codes_are_recognised(class in prop::sample::select(vec!['2', '4', '5']), a in 0u16..1000, b in 0u16..1000, rest in "[ -~]{0,40}") {
+            let code = format!("{class}.{a}.{b}");
+            let text = format!("{code} {rest}");
+            prop_assert_eq!(enhanced_code(&text), Some(code.as_str()));
+        }
+
+        /// The EHLO AUTH line, in either form, lists its mechanisms upper-cased.
+        #[test]
+        fn auth_line_lists_mechanisms(eq: bool, mechs in prop::collection::vec("[a-zA-Z0-9-]{1,12}", 1..10)) {
+            let line = format!("AUTH{}{}", if eq { '=' } else { ' ' }, mechs.join(" "));
+            let r = reply(250, &["smtp.example.test Hello".to_string(), "SIZE 1000".to_string(), line]);
+            let want: Vec<String> = mechs.iter().map(|m| m.to_ascii_uppercase()).collect();
+            prop_assert_eq!(auth_mechanisms(&r), Some(want));
+        }
+
+        /// A 4xx without a more specific sentence is the server's temporary state, never a
+        /// verdict on the credentials.
+        #[test]
+        fn plain_4xx_is_never_auth_rejected(code in 400u16..500, text in "[a-z ]{0,60}") {
+            let r = reply(code, &[text]);
+            for stage in STAGES {
+                prop_assert_ne!(classify(stage, &r).0, Reason::AuthRejected);
+            }
+        }
+    }
+}
