@@ -72,6 +72,36 @@ impl V<'_> {
         }
     }
 
+    /// A list of enum names (`protocols`, `graph.checks`): each must parse and appear once.
+    /// `None` when the list is absent (the caller decides whether that is an error or a default);
+    /// an empty list is a problem.
+    fn enum_list<T: PartialEq + Copy>(
+        &mut self,
+        path: &str,
+        list: Option<&[Lenient<String>]>,
+        parse: fn(&str) -> Option<T>,
+        what: &str,
+        allowed: &str,
+    ) -> Option<Vec<T>> {
+        let list = list?;
+        if list.is_empty() {
+            self.at(path, format!("must name at least one of {allowed}"));
+        }
+        let mut out = Vec::new();
+        for (j, item) in list.iter().enumerate() {
+            let pp = format!("{path}[{j}]");
+            let Some(s) = self.get(&pp, &Some(item.clone())) else {
+                continue;
+            };
+            match parse(&s) {
+                Some(x) if out.contains(&x) => self.at(&pp, format!("{s} is listed twice")),
+                Some(x) => out.push(x),
+                None => self.at(&pp, format!("{s:?} is not a {what} ({allowed})")),
+            }
+        }
+        Some(out)
+    }
+
     fn duration(&mut self, path: &str, v: &LStr, default: Duration) -> Duration {
         let Some(s) = self.get(path, v) else {
             return default;
@@ -563,30 +593,18 @@ fn mailboxes(v: &mut V<'_>, raw: &RawConfig, d: &Defaults, base: &ServerSet) -> 
                 v.at(&p("credential"), format!("no credential is named {c:?}"));
             }
         }
-        let mut protocols = Vec::new();
-        match &m.protocols {
-            None => v.at(&p("protocols"), "is required (any of imap, pop3, smtp)"),
-            Some(list) if list.is_empty() => v.at(
+        let protocols = v
+            .enum_list(
                 &p("protocols"),
-                "must name at least one of imap, pop3, smtp",
-            ),
-            Some(list) => {
-                for (j, item) in list.iter().enumerate() {
-                    let pp = format!("mailboxes[{i}].protocols[{j}]");
-                    if let Some(s) = v.get(&pp, &Some(item.clone())) {
-                        match Protocol::parse(&s) {
-                            Some(pr) if protocols.contains(&pr) => {
-                                v.at(&pp, format!("{s} is listed twice"))
-                            }
-                            Some(pr) => protocols.push(pr),
-                            None => {
-                                v.at(&pp, format!("{s:?} is not a protocol (imap, pop3, smtp)"))
-                            }
-                        }
-                    }
-                }
-            }
-        }
+                m.protocols.as_deref(),
+                Protocol::parse,
+                "protocol",
+                "imap, pop3, smtp",
+            )
+            .unwrap_or_else(|| {
+                v.at(&p("protocols"), "is required (any of imap, pop3, smtp)");
+                Vec::new()
+            });
         let mechanism = match v.get(&p("mechanism"), &m.mechanism).as_deref() {
             None | Some("xoauth2") => Mechanism::XOAuth2,
             Some("oauthbearer") => Mechanism::OAuthBearer,
@@ -829,33 +847,15 @@ fn graph(
                 );
             }
         }
-        let mut checks = Vec::new();
-        match &g.checks {
-            None => checks = GraphCheck::ALL.to_vec(),
-            Some(list) if list.is_empty() => v.at(
+        let checks = v
+            .enum_list(
                 &p("checks"),
-                "must name at least one of app_credentials, licenses, service_health",
-            ),
-            Some(list) => {
-                for (j, item) in list.iter().enumerate() {
-                    let pp = format!("credentials[{i}].graph.checks[{j}]");
-                    if let Some(s) = v.get(&pp, &Some(item.clone())) {
-                        match GraphCheck::parse(&s) {
-                            Some(ch) if checks.contains(&ch) => {
-                                v.at(&pp, format!("{s} is listed twice"))
-                            }
-                            Some(ch) => checks.push(ch),
-                            None => v.at(
-                                &pp,
-                                format!(
-                                    "{s:?} is not a Graph check (app_credentials, licenses, service_health)"
-                                ),
-                            ),
-                        }
-                    }
-                }
-            }
-        }
+                g.checks.as_deref(),
+                GraphCheck::parse,
+                "Graph check",
+                "app_credentials, licenses, service_health",
+            )
+            .unwrap_or_else(|| GraphCheck::ALL.to_vec());
         let interval = v.duration(&p("interval"), &g.interval, DEFAULT_GRAPH_INTERVAL);
         let timeout = v.duration(&p("timeout"), &g.timeout, d.timeout);
         check_interval(v, &p("interval"), interval, timeout);
