@@ -151,6 +151,7 @@ async fn run(args: Args) -> Result<(), String> {
         ca_file: Some(args.ca_file.clone()),
         interval: Duration::from_secs(60),
         timeout,
+        proxy: None,
     });
     let client = TlsClient::new(Some(&args.ca_file)).map_err(|e| e.to_string())?;
     let connector = floor_connector(&args.ca_file)?;

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and scripts use (chromium: the status page is checked in a
-# real headless browser), without starting any system service
+# real headless browser; tinyproxy: the outbound HTTP proxy tests), without starting any system service
 # (a policy-rc.d that refuses to start daemons; the tests start their own instances on loopback).
 set -euo pipefail
 
 need=()
 for bin in dovecot:dovecot-imapd /usr/lib/dovecot/pop3:dovecot-pop3d postfix:postfix \
            promtool:prometheus prometheus-alertmanager:prometheus-alertmanager amtool:prometheus-alertmanager \
-           openssl:openssl curl:curl chromium:chromium sed:sed; do
+           openssl:openssl curl:curl chromium:chromium tinyproxy:tinyproxy sed:sed; do
   cmd=${bin%%:*}; pkg=${bin##*:}
   if ! command -v "$cmd" >/dev/null 2>&1 && [ ! -x "$cmd" ]; then need+=("$pkg"); fi
 done
@@ -18,7 +18,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 echo "== installing Debian packages: ${need[*]}"
-# Never start the distribution's own daemons (they would take ports 25/143/993/9090...).
+# Never start the distribution's own daemons (they would take ports 25/143/993/9090/8888...).
 if [ ! -e /usr/sbin/policy-rc.d ]; then
   printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
   chmod +x /usr/sbin/policy-rc.d

@@ -81,6 +81,9 @@ pub async fn run(cli: Cli) -> u8 {
             cfg.credentials.len(),
             cfg.mailboxes.len()
         );
+        if let Some(p) = cfg.proxy_summary() {
+            println!("{}: {p}", cfg.source);
+        }
         for f in crate::config::lint::lint(&cfg, std::time::SystemTime::now()) {
             println!(
                 "{}: {}: warning: {} ({})",

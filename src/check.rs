@@ -34,6 +34,10 @@ pub struct Report {
     pub passed: usize,
     pub failed: usize,
     pub checks: Vec<Verdict>,
+    /// The outbound proxy in use (never its password), for the text report; the JSON report
+    /// shows it in each proxied check's `target` (the schema is unchanged).
+    #[serde(skip)]
+    pub proxy: Option<String>,
 }
 
 /// Progress lines on stderr, only when it is a terminal.
@@ -206,6 +210,7 @@ pub async fn collect(cfg: Arc<Config>, plan: Plan, args: &CheckArgs) -> Report {
         passed: checks.len() - failed,
         failed,
         checks,
+        proxy: cfg.proxy_summary(),
     }
 }
 
@@ -222,6 +227,9 @@ pub fn render_text(r: &Report, color: bool) -> String {
         "o365-mail-exporter check: {} (cloud {}), {}\n",
         r.config, r.cloud, r.generated_at
     );
+    if let Some(p) = &r.proxy {
+        out.push_str(&format!("{p}\n"));
+    }
     let name_w = r
         .checks
         .iter()

@@ -87,6 +87,10 @@ pub fn hint(reason: &str) -> Option<&'static str> {
         "throttled" => "Exchange or Entra is throttling: reduce how often this and other clients connect; the exporter backs off as suggested.",
         "concurrent_limit" => "Too many concurrent SMTP connections for this mailbox (Exchange allows 3): the product's dispatcher may be saturating it.",
         "token_unavailable" => "No usable access token for this mailbox's credential: fix the token first (see the token line).",
+        // outbound proxy (endpoint checks and token requests)
+        "proxy_connect_failed" => "The configured HTTP proxy cannot be reached (its name does not resolve, or it refuses or drops the connection): check proxy.url (or HTTPS_PROXY with proxy.from_env), that the proxy runs, and that this server may connect to its port.",
+        "proxy_refused" => "The proxy did not open a tunnel (the detail has its answer): a 403 is its policy, so ask its admin to allow CONNECT to this host on port 443 (login.microsoftonline.com, graph.microsoft.com); a 502/503/504 means the proxy itself cannot reach the host. To test the direct path instead, set via_proxy: false or add the host to proxy.no_proxy.",
+        "proxy_auth_required" => "The proxy wants credentials or refused them (407): set proxy.username and proxy.password_file (or password_env) to an account the proxy accepts; a changed or expired proxy password needs the file updated and a reload.",
         // tokens
         "invalid_client_secret" => "The client secret is wrong (often the secret's ID was configured instead of its value): create a new secret in the app registration and configure its value.",
         "client_secret_expired" => "The client secret or certificate has expired: create a new one in the app registration, update the product and this exporter.",
@@ -132,7 +136,15 @@ fn state_of(o: &Outcome) -> (bool, String) {
 /// Network and TLS verdicts of one endpoint.
 pub fn endpoint(ep: &Endpoint, rec: &CheckRecord) -> Vec<Verdict> {
     let o = &rec.latest;
-    let target = format!("{}:{}", ep.host, ep.port);
+    let target = match &ep.proxy {
+        Some(p) => format!(
+            "{}:{} via proxy {}",
+            ep.host,
+            ep.port,
+            p.url.trim_end_matches('/')
+        ),
+        None => format!("{}:{}", ep.host, ep.port),
+    };
     let transcript = Some(format!(
         "/checks/{}",
         CheckKey::Endpoint(ep.name.clone()).id()
@@ -211,6 +223,12 @@ pub fn token(c: &Credential, t: &TokenRecord) -> Verdict {
         .ok()
         .and_then(|u| u.host_str().map(str::to_string))
         .unwrap_or_default();
+    let host = match &c.proxy {
+        Some(p) if !p.bypasses(&host) => {
+            format!("{host} via proxy {}", p.url.trim_end_matches('/'))
+        }
+        _ => host,
+    };
     let mut success = t.last_attempt_success == Some(true);
     let mut reason = t.last_reason.to_string();
     let mut detail = t.detail.clone();

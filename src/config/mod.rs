@@ -13,9 +13,10 @@ mod validate;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 
 pub use cloud::Cloud;
 
@@ -42,6 +43,10 @@ pub struct Config {
     pub product: Option<Product>,
     /// Microsoft Graph checks, one entry per credential with a `graph:` section.
     pub graph: Vec<GraphSettings>,
+    /// The outbound HTTP proxy (`proxy:`), when one is configured and (for `from_env`) set.
+    pub proxy: Option<Arc<ProxySettings>>,
+    /// `proxy.from_env: true` was configured (so "no proxy" may mean an unset variable).
+    pub proxy_from_env: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -127,6 +132,134 @@ pub struct Endpoint {
     pub ca_file: Option<PathBuf>,
     pub interval: Duration,
     pub timeout: Duration,
+    /// Checked through this proxy (HTTP CONNECT, then TLS end to end); `None`: directly.
+    /// Resolved at load from `via_proxy`, the port, the TLS mode and `proxy.no_proxy`.
+    pub proxy: Option<Arc<ProxySettings>>,
+}
+
+/// Where the outbound HTTP proxy's address came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyOrigin {
+    /// `proxy.url`.
+    Config,
+    /// `proxy.from_env: true` and this environment variable.
+    Env(&'static str),
+}
+
+/// The outbound HTTP proxy (`proxy:`). Token and Graph requests go through it (except to
+/// `no_proxy` hosts), and so do the HTTPS endpoint checks that follow it; IMAP, POP3 and SMTP
+/// never do (ECE cannot send them through an HTTP proxy either).
+///
+/// The password is a secret: `Debug` and [`ProxySettings::describe`] never show it.
+#[derive(Clone)]
+pub struct ProxySettings {
+    /// `http://host:port/`, without credentials (safe to show).
+    pub url: String,
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<SecretString>,
+    /// Hosts reached directly, one entry each in curl's `NO_PROXY` syntax (`example.com` matches
+    /// it and its subdomains, `10.0.0.0/8`, `::1`, `*`).
+    pub no_proxy: Vec<String>,
+    pub origin: ProxyOrigin,
+}
+
+impl fmt::Debug for ProxySettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ProxySettings")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "[REDACTED]"))
+            .field("no_proxy", &self.no_proxy)
+            .field("origin", &self.origin)
+            .finish()
+    }
+}
+
+/// Equal when every setting is, the password included (a changed password is a changed
+/// configuration on reload).
+impl PartialEq for ProxySettings {
+    fn eq(&self, o: &Self) -> bool {
+        self.url == o.url
+            && self.host == o.host
+            && self.port == o.port
+            && self.username == o.username
+            && self.password.as_ref().map(|p| p.expose_secret())
+                == o.password.as_ref().map(|p| p.expose_secret())
+            && self.no_proxy == o.no_proxy
+            && self.origin == o.origin
+    }
+}
+
+impl ProxySettings {
+    /// The `no_proxy` list as reqwest and curl take it.
+    pub fn no_proxy_string(&self) -> String {
+        self.no_proxy.join(",")
+    }
+
+    /// Whether `host` (a name, an IPv4 address or a bracketed or bare IPv6 address) is reached
+    /// directly because `no_proxy` matches it. Uses the very matcher reqwest applies to the
+    /// token and Graph requests, so the endpoint checks and the HTTP clients always agree.
+    pub fn bypasses(&self, host: &str) -> bool {
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let authority = if bare.contains(':') {
+            format!("[{bare}]")
+        } else {
+            bare.to_string()
+        };
+        let Ok(uri) = format!("https://{authority}/").parse::<http::Uri>() else {
+            return false;
+        };
+        let m = hyper_util::client::proxy::matcher::Matcher::builder()
+            .all(self.url.clone())
+            .no(self.no_proxy_string())
+            .build();
+        m.intercept(&uri).is_none()
+    }
+
+    /// Whether the proxy itself listens on this machine.
+    pub fn is_loopback(&self) -> bool {
+        is_loopback_host(&self.host)
+    }
+
+    /// `Proxy-Authorization` value (`Basic base64(user:password)`), when credentials are set.
+    pub fn basic_auth(&self) -> Option<SecretString> {
+        use base64::Engine;
+        let (user, pass) = (self.username.as_ref()?, self.password.as_ref()?);
+        let raw = format!("{user}:{}", pass.expose_secret());
+        Some(SecretString::from(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        )))
+    }
+
+    /// One line for `--config.check`, `check` and the logs: the address, the user, whether a
+    /// password is set (never the password), `no_proxy` and where it came from.
+    pub fn describe(&self) -> String {
+        let mut s = self.url.trim_end_matches('/').to_string();
+        match (&self.username, &self.password) {
+            (Some(u), Some(_)) => s.push_str(&format!(", user {u} with a password")),
+            (Some(u), None) => s.push_str(&format!(", user {u}")),
+            _ => s.push_str(", no credentials"),
+        }
+        if !self.no_proxy.is_empty() {
+            s.push_str(&format!(", no_proxy {}", self.no_proxy.join(",")));
+        }
+        if let ProxyOrigin::Env(var) = self.origin {
+            s.push_str(&format!(" (from {var})"));
+        }
+        s
+    }
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1` (brackets allowed).
+pub fn is_loopback_host(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|a| a.is_loopback())
 }
 
 /// A mail server for one protocol of the mailbox logins.
@@ -209,6 +342,8 @@ pub struct Credential {
     pub ca_file: Option<PathBuf>,
     /// Protocols of the mailboxes that use this credential (for scope checks).
     pub protocols: Vec<Protocol>,
+    /// The outbound HTTP proxy of the token (and Graph) requests; `no_proxy` hosts bypass it.
+    pub proxy: Option<Arc<ProxySettings>>,
 }
 
 /// SASL mechanism for the mailbox logins.
@@ -335,6 +470,33 @@ impl Config {
     pub fn credential(&self, name: &str) -> Option<&Credential> {
         self.credentials.iter().find(|c| c.name == name)
     }
+
+    /// The proxy line of `--config.check` and `check`: None when no proxy was configured.
+    pub fn proxy_summary(&self) -> Option<String> {
+        match &self.proxy {
+            Some(p) => {
+                let via: Vec<&str> = self
+                    .endpoints
+                    .iter()
+                    .filter(|e| e.proxy.is_some())
+                    .map(|e| e.name.as_str())
+                    .collect();
+                let endpoints = if via.is_empty() {
+                    "no endpoint checks".to_string()
+                } else {
+                    format!("endpoint checks {}", via.join(", "))
+                };
+                Some(format!(
+                    "proxy {} for token and Graph requests and {endpoints}",
+                    p.describe()
+                ))
+            }
+            None if self.proxy_from_env => Some(
+                "no proxy: proxy.from_env is set but HTTPS_PROXY and https_proxy are not".into(),
+            ),
+            None => None,
+        }
+    }
 }
 
 /// One configuration problem, with where it is.
@@ -397,6 +559,7 @@ pub fn load_file(path: &Path) -> Result<Config, ConfigError> {
         source: name.clone(),
         base_dir: path.parent().map(Path::to_path_buf).unwrap_or_default(),
         file_private: file_is_private(path),
+        env: None,
     };
     validate::load(&text, &ctx)
 }
@@ -408,6 +571,7 @@ pub fn load_str(text: &str, name: &str, base_dir: &Path) -> Result<Config, Confi
         source: name.to_string(),
         base_dir: base_dir.to_path_buf(),
         file_private: false,
+        env: None,
     };
     validate::load(text, &ctx)
 }

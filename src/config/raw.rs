@@ -35,6 +35,19 @@ pub struct RawConfig {
     pub credentials: Option<Vec<RawCredential>>,
     pub mailboxes: Option<Vec<RawMailbox>>,
     pub product: Option<RawProduct>,
+    pub proxy: Option<RawProxy>,
+}
+
+/// The outbound HTTP proxy of the token, Graph and HTTPS endpoint checks (`proxy:`).
+#[derive(Debug, Default, Deserialize)]
+pub struct RawProxy {
+    pub url: LStr,
+    pub from_env: LBool,
+    pub no_proxy: Option<Vec<Lenient<String>>>,
+    pub username: LStr,
+    pub password: LStr,
+    pub password_file: LStr,
+    pub password_env: LStr,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -59,6 +72,7 @@ pub struct RawEndpoint {
     pub ca_file: LStr,
     pub interval: LStr,
     pub timeout: LStr,
+    pub via_proxy: LBool,
 }
 
 /// Mail servers for the mailbox logins, per protocol (defaults: the cloud preset's hosts).

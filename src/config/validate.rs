@@ -15,6 +15,8 @@ pub(super) struct Context {
     pub base_dir: PathBuf,
     /// The config file is unreadable by group and others (inline secrets are allowed then).
     pub file_private: bool,
+    /// Environment variables as seen by `proxy.from_env` and `*_env`; None: the process's.
+    pub env: Option<std::collections::HashMap<String, String>>,
 }
 
 struct V<'a> {
@@ -151,6 +153,79 @@ impl V<'_> {
         Some(p)
     }
 
+    /// An environment variable (the test override, else the process environment).
+    fn env(&self, name: &str) -> Option<String> {
+        match &self.ctx.env {
+            Some(m) => m.get(name).cloned(),
+            None => std::env::var(name).ok(),
+        }
+    }
+
+    /// A secret given inline (only in a private file), in a file or in an environment variable:
+    /// at most one of the three. `what` names the keys in messages (`client_secret`).
+    fn secret(
+        &mut self,
+        base: &str,
+        what: &str,
+        inline: &LStr,
+        file: &LStr,
+        env: &LStr,
+    ) -> Vec<SecretString> {
+        let key = |f: &str| {
+            if base.is_empty() {
+                f.to_string()
+            } else {
+                format!("{base}.{f}")
+            }
+        };
+        let mut found = Vec::new();
+        // serde's type error quotes the value ("invalid type: integer `1234`"), which here is the
+        // secret itself (all digits, or anything else YAML reads as a number or boolean)
+        let value = match inline {
+            Some(Lenient(Err(_))) => {
+                self.at(
+                    &key(what),
+                    format!("must be a string: put the secret in quotes (or use {what}_file)"),
+                );
+                None
+            }
+            other => self.get(&key(what), other),
+        };
+        if let Some(s) = value {
+            if self.ctx.file_private {
+                found.push(SecretString::from(s));
+            } else {
+                self.at(
+                    &key(what),
+                    format!("an inline secret is refused because the config file is readable by group or others; use {what}_file or {what}_env, or chmod 600 the config file"),
+                );
+            }
+        }
+        let file_key = key(&format!("{what}_file"));
+        if let Some(path) = self.file(&file_key, file) {
+            match std::fs::read_to_string(&path) {
+                Ok(s) if !s.trim().is_empty() => {
+                    found.push(SecretString::from(s.trim().to_string()))
+                }
+                Ok(_) => self.at(&file_key, format!("{} is empty", path.display())),
+                Err(e) => self.at(&file_key, format!("cannot read {}: {e}", path.display())),
+            }
+        }
+        let env_key = key(&format!("{what}_env"));
+        if let Some(var) = self.get(&env_key, env) {
+            match self.env(&var) {
+                Some(s) if !s.trim().is_empty() => {
+                    found.push(SecretString::from(s.trim().to_string()))
+                }
+                _ => self.at(
+                    &env_key,
+                    format!("environment variable {var} is not set or empty"),
+                ),
+            }
+        }
+        found
+    }
+
     fn resolve(&self, s: &str) -> PathBuf {
         let p = Path::new(s);
         if p.is_absolute() {
@@ -273,14 +348,15 @@ fn validate(v: &mut V<'_>, raw: &RawConfig) -> Config {
         },
     };
     let defaults = defaults(v, raw.defaults.as_ref());
+    let proxy = proxy(v, raw.proxy.as_ref());
     let state_dir = match v.get("state_dir", &raw.state_dir) {
         Some(s) => v.resolve(&s),
         None => PathBuf::from(DEFAULT_STATE_DIR),
     };
-    let endpoints = endpoints(v, raw, cloud, &defaults);
+    let endpoints = endpoints(v, raw, cloud, &defaults, proxy.as_ref());
     let servers = servers(v, "servers", raw.servers.as_ref(), &default_servers(cloud));
     let mailboxes = mailboxes(v, raw, &defaults, &servers);
-    let credentials = credentials(v, raw, cloud, &defaults, &mailboxes);
+    let credentials = credentials(v, raw, cloud, &defaults, &mailboxes, proxy.as_ref());
     let graph = graph(v, raw, cloud, &defaults, &credentials, &mailboxes);
     let product = raw.product.as_ref().and_then(|p| {
         let url = v.required_str("product.external_url", &p.external_url)?;
@@ -305,7 +381,246 @@ fn validate(v: &mut V<'_>, raw: &RawConfig) -> Config {
         mailboxes,
         product,
         graph,
+        proxy,
+        proxy_from_env: raw
+            .proxy
+            .as_ref()
+            .is_some_and(|p| matches!(p.from_env, Some(Lenient(Ok(true))))),
     }
+}
+
+/// Environment variables `proxy.from_env` reads, in order (the HTTPS proxy: every request the
+/// exporter sends through a proxy is HTTPS).
+const PROXY_ENV: [&str; 2] = ["HTTPS_PROXY", "https_proxy"];
+/// Environment variables of the `no_proxy` list under `from_env`.
+const NO_PROXY_ENV: [&str; 2] = ["NO_PROXY", "no_proxy"];
+
+/// The `proxy:` section. `None` when there is none, it is invalid, or `from_env` finds no
+/// variable set.
+fn proxy(v: &mut V<'_>, raw: Option<&RawProxy>) -> Option<Arc<ProxySettings>> {
+    let r = raw?;
+    let from_env = v.get("proxy.from_env", &r.from_env).unwrap_or(false);
+    let url = v.get("proxy.url", &r.url);
+    let mut no_proxy: Vec<String> = Vec::new();
+    for (j, item) in r.no_proxy.iter().flatten().enumerate() {
+        let pp = format!("proxy.no_proxy[{j}]");
+        let Some(entry) = v.get(&pp, &Some(item.clone())) else {
+            continue;
+        };
+        let entry = entry.trim().to_string();
+        if entry.is_empty() || entry.contains(|c: char| c == ',' || c.is_whitespace()) {
+            v.at(
+                &pp,
+                "must be one host, domain (.example.com), IP address, CIDR range or *; one entry per list item",
+            );
+        } else {
+            no_proxy.push(entry);
+        }
+    }
+    let username = v.get("proxy.username", &r.username);
+    if let Some(u) = &username {
+        if u.is_empty() || u.contains(':') || u.chars().any(char::is_control) {
+            v.at(
+                "proxy.username",
+                "must be a non-empty user name without ':' (HTTP basic authentication)",
+            );
+        }
+    }
+    let mut passwords = v.secret(
+        "proxy",
+        "password",
+        &r.password,
+        &r.password_file,
+        &r.password_env,
+    );
+    if passwords.len() > 1 {
+        v.at_key(
+            "proxy",
+            "set only one of password, password_file, password_env",
+        );
+    }
+    let mut password = passwords.drain(..).next();
+    let (text, origin, path) = match (url, from_env) {
+        (Some(_), true) => {
+            v.at(
+                "proxy.from_env",
+                "set either proxy.url or proxy.from_env: true, not both",
+            );
+            return None;
+        }
+        (Some(u), false) => (u, ProxyOrigin::Config, "proxy.url"),
+        (None, true) => {
+            let found = PROXY_ENV
+                .iter()
+                .find_map(|k| v.env(k).filter(|s| !s.trim().is_empty()).map(|s| (*k, s)));
+            let (var, value) = found?;
+            for k in NO_PROXY_ENV {
+                if let Some(list) = v.env(k).filter(|s| !s.trim().is_empty()) {
+                    no_proxy.extend(
+                        list.split(',')
+                            .map(str::trim)
+                            .filter(|e| !e.is_empty())
+                            .map(str::to_string),
+                    );
+                    break;
+                }
+            }
+            (value, ProxyOrigin::Env(var), "proxy.from_env")
+        }
+        (None, false) => {
+            v.at_key(
+                "proxy",
+                "set proxy.url (http://proxy.example.com:3128) or proxy.from_env: true",
+            );
+            return None;
+        }
+    };
+    let parsed = parse_proxy_url(text.trim());
+    let what = match origin {
+        ProxyOrigin::Config => "proxy.url".to_string(),
+        ProxyOrigin::Env(var) => format!("the proxy in {var}"),
+    };
+    let p = match parsed {
+        Ok(p) => p,
+        Err(msg) => {
+            v.at(path, format!("{what} {msg}"));
+            return None;
+        }
+    };
+    if p.userinfo.is_some() && origin == ProxyOrigin::Config {
+        // not quoted: the URL holds a password
+        v.at(
+            path,
+            "must not hold credentials: set proxy.username and proxy.password_file (or password_env)",
+        );
+        return None;
+    }
+    let mut username = username;
+    if let Some((u, pw)) = p.userinfo {
+        if username.is_some() || password.is_some() {
+            v.at(
+                path,
+                format!("{what} holds credentials, and so does the proxy section: keep one"),
+            );
+        } else {
+            username = Some(u);
+            password = pw.map(SecretString::from);
+        }
+    }
+    match (&username, &password) {
+        (None, Some(_)) => v.at_key("proxy", "a proxy password needs proxy.username"),
+        (Some(_), None) => v.at(
+            "proxy.username",
+            "needs a password: set proxy.password_file or proxy.password_env",
+        ),
+        _ => {}
+    }
+    Some(Arc::new(ProxySettings {
+        url: format!("http://{}:{}/", bracket(&p.host), p.port),
+        host: p.host,
+        port: p.port,
+        username,
+        password,
+        no_proxy,
+        origin,
+    }))
+}
+
+/// `%XX` escapes decoded (userinfo of a proxy URL); invalid escapes stay as they are.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                // two hex digits: at most 255
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `[::1]` for an IPv6 address, the name or IPv4 address as is.
+fn bracket(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+struct ProxyUrl {
+    host: String,
+    port: u16,
+    /// User and (percent-decoded) password, from `http://user:pass@host:port`.
+    userinfo: Option<(String, Option<String>)>,
+}
+
+/// `http://host:port` (the scheme may be left out, as curl allows). Messages never quote the
+/// text: it may hold a password.
+fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
+    let with_scheme = if text.contains("://") {
+        text.to_string()
+    } else {
+        format!("http://{text}")
+    };
+    let bad = || "is not a proxy URL like http://proxy.example.com:3128".to_string();
+    let u = url::Url::parse(&with_scheme).map_err(|_| bad())?;
+    if u.scheme() != "http" {
+        return Err(format!(
+            "uses {}://: only http:// proxies are supported (the tunnel to each server still carries TLS end to end)",
+            u.scheme()
+        ));
+    }
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => d.to_string(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return Err(bad()),
+    };
+    if !matches!(u.path(), "" | "/") || u.query().is_some() || u.fragment().is_some() {
+        return Err("must be just http://host:port (no path or query)".into());
+    }
+    // url drops a port equal to the scheme's default, so look for it in the text itself: a
+    // proxy's port is never assumed (curl would take 1080, reqwest 80)
+    let authority = with_scheme
+        .split_once("://")
+        .map(|(_, rest)| rest.split('/').next().unwrap_or(""))
+        .unwrap_or("");
+    let hostport = authority.rsplit('@').next().unwrap_or("");
+    let has_port = match hostport.rfind(']') {
+        Some(i) => hostport[i..].contains(':'),
+        None => hostport.contains(':'),
+    };
+    let port = match (has_port, u.port_or_known_default()) {
+        (true, Some(p)) if p > 0 => p,
+        _ => return Err("needs a port, e.g. http://proxy.example.com:3128".into()),
+    };
+    let userinfo = if u.username().is_empty() {
+        None
+    } else {
+        Some((
+            percent_decode(u.username()),
+            u.password().map(percent_decode),
+        ))
+    };
+    Ok(ProxyUrl {
+        host,
+        port,
+        userinfo,
+    })
 }
 
 /// Where rotated refresh tokens are kept when `state_dir` is not set.
@@ -383,7 +698,26 @@ fn preset_endpoint(cloud: &Cloud, service: &str) -> Option<(String, u16, TlsMode
 
 const SERVICES: [&str; 5] = ["login", "imap", "pop3", "smtp", "graph"];
 
-fn endpoints(v: &mut V<'_>, raw: &RawConfig, cloud: &Cloud, d: &Defaults) -> Vec<Endpoint> {
+/// Whether an endpoint without `via_proxy` follows the proxy: an HTTPS endpoint (implicit TLS
+/// on 443) is checked the way the exporter's own HTTPS requests travel, so through the proxy
+/// unless `no_proxy` names its host. Mail ports never pass an HTTP proxy.
+fn auto_proxy(
+    proxy: Option<&Arc<ProxySettings>>,
+    host: &str,
+    port: u16,
+    tls: TlsMode,
+) -> Option<Arc<ProxySettings>> {
+    let p = proxy?;
+    (tls == TlsMode::Implicit && port == 443 && !p.bypasses(host)).then(|| p.clone())
+}
+
+fn endpoints(
+    v: &mut V<'_>,
+    raw: &RawConfig,
+    cloud: &Cloud,
+    d: &Defaults,
+    proxy: Option<&Arc<ProxySettings>>,
+) -> Vec<Endpoint> {
     let Some(list) = &raw.endpoints else {
         return ["login", "imap", "pop3", "smtp"]
             .into_iter()
@@ -392,6 +726,7 @@ fn endpoints(v: &mut V<'_>, raw: &RawConfig, cloud: &Cloud, d: &Defaults) -> Vec
                 Some(Endpoint {
                     name: s.to_string(),
                     server_name: host.clone(),
+                    proxy: auto_proxy(proxy, &host, port, tls),
                     host,
                     port,
                     tls,
@@ -456,7 +791,27 @@ fn endpoints(v: &mut V<'_>, raw: &RawConfig, cloud: &Cloud, d: &Defaults) -> Vec
         if e.interval.is_some() || e.timeout.is_some() {
             check_interval(v, &p("interval"), interval, timeout);
         }
+        let via_proxy = v.get(&p("via_proxy"), &e.via_proxy);
+        if via_proxy == Some(true) {
+            if proxy.is_none() {
+                v.at(
+                    &p("via_proxy"),
+                    "no proxy is configured: add a top-level proxy: section (or set proxy.from_env and HTTPS_PROXY)",
+                );
+            }
+            if tls.is_some_and(|t| t != TlsMode::Implicit) {
+                v.at(
+                    &p("via_proxy"),
+                    "only tls: implicit endpoints (HTTPS) pass an HTTP proxy; IMAP, POP3 and SMTP go direct",
+                );
+            }
+        }
         if let (Some(name), Some(host), Some(port), Some(tls)) = (name, host, port, tls) {
+            let proxy = match via_proxy {
+                Some(true) => proxy.cloned(),
+                Some(false) => None,
+                None => auto_proxy(proxy, &host, port, tls),
+            };
             out.push(Endpoint {
                 name,
                 server_name: server_name.unwrap_or_else(|| host.clone()),
@@ -466,6 +821,7 @@ fn endpoints(v: &mut V<'_>, raw: &RawConfig, cloud: &Cloud, d: &Defaults) -> Vec
                 ca_file,
                 interval,
                 timeout,
+                proxy,
             });
         }
     }
@@ -651,6 +1007,7 @@ fn credentials(
     cloud: &Cloud,
     d: &Defaults,
     mailboxes: &[Mailbox],
+    proxy: Option<&Arc<ProxySettings>>,
 ) -> Vec<Credential> {
     let Some(list) = &raw.credentials else {
         return Vec::new();
@@ -708,6 +1065,11 @@ fn credentials(
             },
             None => format!("{authority}/{tenant_s}/oauth2/v2.0/token"),
         };
+        if c.token_url.is_some() {
+            clear_text_via_proxy(v, &p("token_url"), &token_url, proxy);
+        } else if c.authority.is_some() {
+            clear_text_via_proxy(v, &p("authority"), &token_url, proxy);
+        }
         let client_auth = client_auth(v, i, c);
         if let (Some(GrantKind::ClientCredentials), ClientAuth::None) = (grant, &client_auth) {
             v.at(&p("grant"), "client_credentials needs client_secret_file, client_secret_env or client_certificate");
@@ -797,6 +1159,7 @@ fn credentials(
                 timeout,
                 ca_file,
                 protocols,
+                proxy: proxy.cloned(),
             });
         }
     }
@@ -878,6 +1241,14 @@ fn graph(
             },
             None => default_url.clone(),
         };
+        if g.graph_url.is_some() {
+            clear_text_via_proxy(
+                v,
+                &p("graph_url"),
+                &url,
+                cred.and_then(|c| c.proxy.as_ref()),
+            );
+        }
         let scope = v
             .get(&p("scope"), &g.scope)
             .unwrap_or_else(|| format!("{default_url}/.default"));
@@ -952,6 +1323,27 @@ fn graph(
     out.into_iter().map(|(g, _)| g).collect()
 }
 
+/// An `http://` URL (allowed to loopback only) must not be sent through a proxy on another
+/// machine: the request (a client secret, a token) would cross the network in clear text, and
+/// the proxy's own loopback is not ours.
+fn clear_text_via_proxy(
+    v: &mut V<'_>,
+    path: &str,
+    target: &str,
+    proxy: Option<&Arc<ProxySettings>>,
+) {
+    let (Some(p), Ok(u)) = (proxy, url::Url::parse(target)) else {
+        return;
+    };
+    let host = u.host_str().unwrap_or("");
+    if u.scheme() == "http" && !p.is_loopback() && !p.bypasses(host) {
+        v.at(
+            path,
+            format!("http:// to {host} would go through the proxy in clear text (and reach the proxy's own loopback): add {host} to proxy.no_proxy"),
+        );
+    }
+}
+
 fn is_loopback(u: &url::Url) -> bool {
     match u.host() {
         Some(url::Host::Ipv4(a)) => a.is_loopback(),
@@ -990,55 +1382,17 @@ pub fn default_scopes(
 
 fn client_auth(v: &mut V<'_>, i: usize, c: &RawCredential) -> ClientAuth {
     let p = |f: &str| format!("credentials[{i}].{f}");
-    let mut found: Vec<ClientAuth> = Vec::new();
-    // serde's type error quotes the value ("invalid type: integer `1234`"), which here is the
-    // secret itself (all digits, or anything else YAML reads as a number or boolean)
-    let inline = match &c.client_secret {
-        Some(Lenient(Err(_))) => {
-            v.at(
-                &p("client_secret"),
-                "must be a string: put the secret in quotes (or use client_secret_file)",
-            );
-            None
-        }
-        other => v.get(&p("client_secret"), other),
-    };
-    if let Some(s) = inline {
-        if v.ctx.file_private {
-            found.push(ClientAuth::Secret(SecretString::from(s)));
-        } else {
-            v.at(
-                &p("client_secret"),
-                "an inline secret is refused because the config file is readable by group or others; use client_secret_file or client_secret_env, or chmod 600 the config file",
-            );
-        }
-    }
-    if let Some(path) = v.file(&p("client_secret_file"), &c.client_secret_file) {
-        match std::fs::read_to_string(&path) {
-            Ok(s) if !s.trim().is_empty() => {
-                found.push(ClientAuth::Secret(SecretString::from(s.trim().to_string())))
-            }
-            Ok(_) => v.at(
-                &p("client_secret_file"),
-                format!("{} is empty", path.display()),
-            ),
-            Err(e) => v.at(
-                &p("client_secret_file"),
-                format!("cannot read {}: {e}", path.display()),
-            ),
-        }
-    }
-    if let Some(var) = v.get(&p("client_secret_env"), &c.client_secret_env) {
-        match std::env::var(&var) {
-            Ok(s) if !s.trim().is_empty() => {
-                found.push(ClientAuth::Secret(SecretString::from(s.trim().to_string())))
-            }
-            _ => v.at(
-                &p("client_secret_env"),
-                format!("environment variable {var} is not set or empty"),
-            ),
-        }
-    }
+    let mut found: Vec<ClientAuth> = v
+        .secret(
+            &format!("credentials[{i}]"),
+            "client_secret",
+            &c.client_secret,
+            &c.client_secret_file,
+            &c.client_secret_env,
+        )
+        .into_iter()
+        .map(ClientAuth::Secret)
+        .collect();
     if let Some(cc) = &c.client_certificate {
         let cert = v.file(&p("client_certificate.cert_file"), &cc.cert_file);
         let key = v.file(&p("client_certificate.key_file"), &cc.key_file);
@@ -1113,6 +1467,7 @@ mod tests {
             source: "t.yaml".into(),
             base_dir: PathBuf::from("."),
             file_private: false,
+            env: None,
         }
     }
 
@@ -1377,6 +1732,7 @@ mod properties {
             source: "p.yaml".into(),
             base_dir: PathBuf::from("/nonexistent"),
             file_private: false,
+            env: None,
         }
     }
 

@@ -145,6 +145,16 @@ impl GraphClient {
                 Failure::bad(format!("Graph's answer is larger than {n} bytes"))
             }
             HttpError::Request(m) => Failure::bad(format!("invalid request: {m}")),
+            // the proxy's own failures keep the Graph reasons stable (`network`); the message
+            // names the proxy and what it did
+            e @ (HttpError::ProxyConnect { .. }
+            | HttpError::ProxyAuth { .. }
+            | HttpError::ProxyRefused { .. }) => Failure {
+                kind: FailureKind::Network,
+                message: format!("cannot reach Graph: {e}"),
+                code: None,
+                retry_after: None,
+            },
         })?;
         let status = resp.status().as_u16();
         if !(200..300).contains(&status) {
@@ -246,7 +256,7 @@ mod tests {
     fn client(base: &str) -> GraphClient {
         GraphClient::new(
             base,
-            HttpClient::new(None, Duration::from_secs(1)).expect("client"),
+            HttpClient::new(None, Duration::from_secs(1), None).expect("client"),
         )
         .expect("valid base")
     }

@@ -220,7 +220,7 @@ impl Runner {
                 _ => TokenSource::new(Arc::new(derived), store.clone(), self.state.clone())
                     .map(Arc::new),
             };
-            let http = HttpClient::new(cred.ca_file.as_deref(), g.timeout);
+            let http = HttpClient::new(cred.ca_file.as_deref(), g.timeout, cred.proxy.as_ref());
             let (source, http) = match (source, http) {
                 (Ok(s), Ok(h)) => (s, h),
                 (Err(e), _) | (_, Err(e)) => {
@@ -357,7 +357,7 @@ pub async fn run_once(cfg: &Config, state: &Arc<State>) {
             store.clone(),
             state.clone(),
         );
-        let http = HttpClient::new(cred.ca_file.as_deref(), g.timeout);
+        let http = HttpClient::new(cred.ca_file.as_deref(), g.timeout, cred.proxy.as_ref());
         let (source, http) = match (source, http) {
             (Ok(s), Ok(h)) => (Arc::new(s), h),
             (Err(e), _) | (_, Err(e)) => {

@@ -54,10 +54,16 @@ pub enum TokenReason {
     /// The token was obtained but the rotated refresh token could not be saved.
     StoreError,
     Other,
+    /// The configured proxy cannot be reached (name, connect, or the connection to it broke).
+    ProxyConnectFailed,
+    /// The proxy answered 407: its credentials are missing or wrong.
+    ProxyAuthRequired,
+    /// The proxy did not open the tunnel to the token endpoint (non-2xx to CONNECT, or not HTTP).
+    ProxyRefused,
 }
 
 impl TokenReason {
-    pub const ALL: [TokenReason; 28] = [
+    pub const ALL: [TokenReason; 31] = [
         TokenReason::Ok,
         TokenReason::InvalidClientSecret,
         TokenReason::ClientSecretExpired,
@@ -86,6 +92,9 @@ impl TokenReason {
         TokenReason::NoRefreshToken,
         TokenReason::StoreError,
         TokenReason::Other,
+        TokenReason::ProxyConnectFailed,
+        TokenReason::ProxyAuthRequired,
+        TokenReason::ProxyRefused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -118,6 +127,9 @@ impl TokenReason {
             TokenReason::NoRefreshToken => "no_refresh_token",
             TokenReason::StoreError => "store_error",
             TokenReason::Other => "other",
+            TokenReason::ProxyConnectFailed => "proxy_connect_failed",
+            TokenReason::ProxyAuthRequired => "proxy_auth_required",
+            TokenReason::ProxyRefused => "proxy_refused",
         }
     }
 
@@ -135,6 +147,8 @@ impl TokenReason {
                 | TokenReason::Timeout
                 | TokenReason::ServerError
                 | TokenReason::BadResponse
+                | TokenReason::ProxyConnectFailed
+                | TokenReason::ProxyRefused
         )
     }
 
@@ -169,6 +183,9 @@ impl TokenReason {
             TokenReason::NoRefreshToken => "run `o365-mail-exporter login --credential NAME` once",
             TokenReason::StoreError => "make the state directory writable (and not full); the new refresh token is kept in memory until then",
             TokenReason::Other => "look up the AADSTS code in the log line of this failure",
+            TokenReason::ProxyConnectFailed => "check that the configured proxy (proxy.url or HTTPS_PROXY) is right and running, and that this server may reach it",
+            TokenReason::ProxyAuthRequired => "fix proxy.username and the proxy password (password_file or password_env), or ask the proxy's admin whether the account is allowed",
+            TokenReason::ProxyRefused => "ask the proxy's admin to allow CONNECT to the token endpoint's host on port 443 (the detail and the login endpoint check show the proxy's answer)",
         }
     }
 }
@@ -316,6 +333,10 @@ fn by_error(error: &str, suberror: Option<&str>, uses_certificate: bool) -> Toke
 /// Classify an error answer of the token endpoint. `status` is the HTTP status; `body` the
 /// parsed error when there was one. `uses_certificate` tells a bare `invalid_client` apart.
 pub fn classify(status: u16, body: Option<&MsError>, uses_certificate: bool) -> TokenReason {
+    // only a proxy answers 407 (RFC 9110 15.5.8): a forwarded plain-HTTP request's proxy
+    if status == 407 {
+        return TokenReason::ProxyAuthRequired;
+    }
     if let Some(b) = body {
         if let Some(r) = b.error_codes.iter().find_map(|c| by_code(*c)) {
             return r;
@@ -448,6 +469,10 @@ mod tests {
             TokenReason::ServerError
         );
         assert_eq!(classify(429, None, false), TokenReason::Throttled);
+        assert_eq!(
+            classify(407, Some(&e("invalid_client")), false),
+            TokenReason::ProxyAuthRequired
+        );
         assert_eq!(classify(502, None, false), TokenReason::ServerError);
         assert_eq!(classify(200, None, false), TokenReason::BadResponse);
         assert_eq!(
@@ -547,8 +572,10 @@ mod properties {
         #[test]
         fn codes_win_and_statuses_fall_back(error in "[a-z_]{1,30}", status in 100u16..600) {
             let b = MsError { error, error_codes: vec![7000222], ..MsError::default() };
-            prop_assert_eq!(classify(status, Some(&b), false), TokenReason::ClientSecretExpired);
+            let want = if status == 407 { TokenReason::ProxyAuthRequired } else { TokenReason::ClientSecretExpired };
+            prop_assert_eq!(classify(status, Some(&b), false), want);
             let want = match status {
+                407 => TokenReason::ProxyAuthRequired,
                 429 => TokenReason::Throttled,
                 500..=599 => TokenReason::ServerError,
                 _ => TokenReason::BadResponse,

@@ -9,6 +9,14 @@
 //!
 //! The adapter [`Exchange`] also keeps what oauth2 throws away but classification needs: the
 //! HTTP status, `Retry-After`, the content type and the body length.
+//!
+//! With a configured proxy (`proxy:`) every request whose host `no_proxy` does not name goes
+//! through it: HTTPS by CONNECT (TLS end to end, the certificate checked as without a proxy),
+//! plain `http://` (loopback test endpoints) as a forwarded request. The credentials go in a
+//! `Proxy-Authorization` header marked sensitive, never in the proxy URL, so no `Debug` or error
+//! of reqwest can show them. hyper-util does not export its tunnel error type, so the proxy's
+//! failures are recognised by their fixed texts (`tunnel error: ...`); the proxy tests pin them
+//! against a real tinyproxy.
 
 use std::future::Future;
 use std::path::Path;
@@ -20,8 +28,11 @@ use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 use rustls_pki_types::pem::PemObject;
 
+use secrecy::ExposeSecret;
+
 use super::error::TokenReason;
 use super::OauthError;
+use crate::config::ProxySettings;
 
 /// Largest response body read from the identity platform; real answers are a few kB.
 pub const MAX_BODY: usize = 1 << 20;
@@ -41,6 +52,16 @@ pub enum HttpError {
     TooLarge(usize),
     #[error("invalid request: {0}")]
     Request(String),
+    /// The proxy could not be reached (name, connect, or the connection to it broke).
+    #[error("cannot reach the proxy {proxy}: {detail}")]
+    ProxyConnect { proxy: String, detail: String },
+    /// The proxy answered 407: credentials missing or refused.
+    #[error("the proxy {proxy} refused the credentials (407 Proxy Authentication Required)")]
+    ProxyAuth { proxy: String },
+    /// The proxy did not open the tunnel: a non-2xx answer to CONNECT (policy, or it could not
+    /// reach the server), or an answer that is not HTTP.
+    #[error("the proxy {proxy} did not open a tunnel: {detail}")]
+    ProxyRefused { proxy: String, detail: String },
 }
 
 impl HttpError {
@@ -50,20 +71,39 @@ impl HttpError {
             HttpError::Network(_) => TokenReason::Network,
             HttpError::TooLarge(_) => TokenReason::BadResponse,
             HttpError::Request(_) => TokenReason::ConfigError,
+            HttpError::ProxyConnect { .. } => TokenReason::ProxyConnectFailed,
+            HttpError::ProxyAuth { .. } => TokenReason::ProxyAuthRequired,
+            HttpError::ProxyRefused { .. } => TokenReason::ProxyRefused,
         }
     }
 }
 
-/// A reusable HTTP client for one trust setting and deadline.
-#[derive(Clone, Debug)]
+/// A reusable HTTP client for one trust setting, deadline and proxy.
+#[derive(Clone)]
 pub struct HttpClient {
     inner: reqwest::Client,
     timeout: Duration,
+    proxy: Option<Arc<ProxySettings>>,
+}
+
+/// Only what is safe to show: the deadline and the proxy's address.
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("timeout", &self.timeout)
+            .field("proxy", &self.proxy.as_ref().map(|p| p.url.as_str()))
+            .finish()
+    }
 }
 
 impl HttpClient {
-    /// Trust the Mozilla roots (webpki-root-certs), or only the certificates in `ca_file`.
-    pub fn new(ca_file: Option<&Path>, timeout: Duration) -> Result<HttpClient, OauthError> {
+    /// Trust the Mozilla roots (webpki-root-certs), or only the certificates in `ca_file`; send
+    /// through `proxy` (except to its `no_proxy` hosts) when one is given.
+    pub fn new(
+        ca_file: Option<&Path>,
+        timeout: Duration,
+        proxy: Option<&Arc<ProxySettings>>,
+    ) -> Result<HttpClient, OauthError> {
         let roots = roots(ca_file)?;
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
         let mut tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -76,7 +116,21 @@ impl HttpClient {
         // One client talks to one token host: a few resumable sessions are plenty, and rustls'
         // default (256) allocates its table up front, per credential.
         tls.resumption = rustls::client::Resumption::in_memory_sessions(4);
-        let inner = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if let Some(p) = proxy {
+            let mut rp = reqwest::Proxy::all(p.url.as_str())
+                .map_err(|e| OauthError::Http(format!("proxy {}: {e}", p.url)))?
+                .no_proxy(reqwest::NoProxy::from_string(&p.no_proxy_string()));
+            if let Some(auth) = p.basic_auth() {
+                let mut v = http::HeaderValue::from_str(auth.expose_secret()).map_err(|_| {
+                    OauthError::Http("the proxy credentials are not a valid header value".into())
+                })?;
+                v.set_sensitive(true);
+                rp = rp.custom_http_auth(v);
+            }
+            builder = builder.proxy(rp);
+        }
+        let inner = builder
             .redirect(reqwest::redirect::Policy::none())
             // No idle keep-alive connections: a credential asks for a token about once an hour,
             // long after an idle connection would have been dropped, so a pooled one only held
@@ -88,7 +142,20 @@ impl HttpClient {
             .tls_backend_preconfigured(tls)
             .build()
             .map_err(|e| OauthError::Http(e.to_string()))?;
-        Ok(HttpClient { inner, timeout })
+        Ok(HttpClient {
+            inner,
+            timeout,
+            proxy: proxy.cloned(),
+        })
+    }
+
+    /// The proxy a request to `host` goes through, if any.
+    fn proxy_for(&self, host: Option<&str>) -> Option<&ProxySettings> {
+        let p = self.proxy.as_deref()?;
+        match host {
+            Some(h) if !p.bypasses(h) => Some(p),
+            _ => None,
+        }
     }
 
     pub fn timeout(&self) -> Duration {
@@ -112,7 +179,13 @@ impl HttpClient {
         req: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, HttpError> {
         let req = reqwest::Request::try_from(req).map_err(|e| HttpError::Request(e.to_string()))?;
-        let mut resp = self.inner.execute(req).await.map_err(|e| self.map(e))?;
+        let proxy = self.proxy_for(req.url().host_str());
+        let tunnel = req.url().scheme() == "https";
+        let mut resp = self
+            .inner
+            .execute(req)
+            .await
+            .map_err(|e| self.map(e, proxy, tunnel))?;
         let mut builder = http::Response::builder().status(resp.status());
         if let Some(h) = builder.headers_mut() {
             *h = resp.headers().clone();
@@ -121,7 +194,7 @@ impl HttpClient {
             return Err(HttpError::TooLarge(MAX_BODY));
         }
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map(e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| self.map(e, None, false))? {
             if body.len() + chunk.len() > MAX_BODY {
                 return Err(HttpError::TooLarge(MAX_BODY));
             }
@@ -156,13 +229,75 @@ impl HttpClient {
         self.send(req).await
     }
 
-    fn map(&self, e: reqwest::Error) -> HttpError {
+    /// Classify a reqwest error. `proxy`: the request went through this proxy; `tunnel`: by
+    /// CONNECT (HTTPS), else forwarded (plain HTTP).
+    fn map(&self, e: reqwest::Error, proxy: Option<&ProxySettings>, tunnel: bool) -> HttpError {
         if e.is_timeout() {
-            HttpError::Timeout(self.timeout)
-        } else {
-            HttpError::Network(error_chain(&e.without_url()))
+            return HttpError::Timeout(self.timeout);
         }
+        let connect = e.is_connect();
+        let chain = error_chain(&e.without_url());
+        if let Some(p) = proxy {
+            if let Some(err) = proxy_error(p, &chain, tunnel && connect, !tunnel && connect) {
+                return err;
+            }
+        }
+        HttpError::Network(chain)
     }
+}
+
+/// hyper-util's tunnel errors (`TunnelError`'s Display; the type is not exported).
+const TUNNEL_CONNECT: &str = "tunnel error: failed to create underlying connection";
+const TUNNEL_IO: &str = "tunnel error: io error establishing tunnel";
+const TUNNEL_AUTH: &str = "tunnel error: proxy authorization required";
+const TUNNEL: &str = "tunnel error: ";
+
+/// The proxy failure in a reqwest error chain, if it is one. `connect_failed_forward`: a
+/// connect error of a forwarded (plain HTTP) request, whose only connection is to the proxy.
+fn proxy_error(
+    p: &ProxySettings,
+    chain: &str,
+    tunnelled: bool,
+    connect_failed_forward: bool,
+) -> Option<HttpError> {
+    let proxy = p.url.trim_end_matches('/').to_string();
+    let after = |marker: &str| {
+        chain
+            .split_once(marker)
+            .map(|(_, rest)| rest.trim_start_matches(": ").to_string())
+            .unwrap_or_default()
+    };
+    if tunnelled && chain.contains(TUNNEL_AUTH) {
+        return Some(HttpError::ProxyAuth { proxy });
+    }
+    if tunnelled && (chain.contains(TUNNEL_CONNECT) || chain.contains(TUNNEL_IO)) {
+        let marker = if chain.contains(TUNNEL_CONNECT) {
+            TUNNEL_CONNECT
+        } else {
+            TUNNEL_IO
+        };
+        return Some(HttpError::ProxyConnect {
+            proxy,
+            detail: after(marker),
+        });
+    }
+    if tunnelled && chain.contains(TUNNEL) {
+        let what = after(TUNNEL);
+        let detail = match what.as_str() {
+            "unsuccessful" => "it answered CONNECT with an error status (for example 403 by policy, or 502 when it cannot reach the server) or with something that is not HTTP".to_string(),
+            "unexpected end of file" => "it closed the connection without answering CONNECT".to_string(),
+            "proxy response headers too long" => "its answer to CONNECT was too long".to_string(),
+            other => other.to_string(),
+        };
+        return Some(HttpError::ProxyRefused { proxy, detail });
+    }
+    if connect_failed_forward {
+        return Some(HttpError::ProxyConnect {
+            proxy,
+            detail: chain.to_string(),
+        });
+    }
+    None
 }
 
 /// `outer: inner: innermost`, so "connection refused" is visible (reqwest's own Display only
@@ -301,11 +436,11 @@ mod tests {
 
     #[test]
     fn client_builds_with_builtin_roots_and_rejects_an_empty_ca_file() {
-        assert!(HttpClient::new(None, Duration::from_secs(1)).is_ok());
+        assert!(HttpClient::new(None, Duration::from_secs(1), None).is_ok());
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("ca.pem");
         std::fs::write(&f, "not a certificate").unwrap();
-        let e = HttpClient::new(Some(&f), Duration::from_secs(1)).unwrap_err();
+        let e = HttpClient::new(Some(&f), Duration::from_secs(1), None).unwrap_err();
         assert!(e.to_string().contains("no usable certificate"), "{e}");
     }
 
@@ -332,7 +467,7 @@ mod tests {
                 }
             }
         });
-        let c = HttpClient::new(None, Duration::from_secs(5)).unwrap();
+        let c = HttpClient::new(None, Duration::from_secs(5), None).unwrap();
         let e = c
             .post_form(&format!("http://{addr}/token"), &[("a", "b")])
             .await

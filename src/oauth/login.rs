@@ -103,7 +103,7 @@ pub async fn run_with(
             cred.grant.as_str()
         );
     }
-    let http = HttpClient::new(cred.ca_file.as_deref(), cred.timeout)?;
+    let http = HttpClient::new(cred.ca_file.as_deref(), cred.timeout, cred.proxy.as_ref())?;
     let deadline = Instant::now() + Duration::from(args.timeout);
     let fetched = if args.device_code {
         device_code(&http, cred, deadline, prompt).await?

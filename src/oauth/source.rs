@@ -182,7 +182,7 @@ impl TokenSource {
         state: Arc<State>,
         tuning: Tuning,
     ) -> Result<TokenSource, OauthError> {
-        let http = HttpClient::new(cred.ca_file.as_deref(), cred.timeout)?;
+        let http = HttpClient::new(cred.ca_file.as_deref(), cred.timeout, cred.proxy.as_ref())?;
         grant::client(&cred).map_err(|f| OauthError::Credential {
             credential: cred.name.clone(),
             message: f.message,

@@ -1,5 +1,7 @@
 //! Reachability probe of one configured endpoint: DNS, TCP connect, for STARTTLS modes the
-//! plain-text exchange up to STARTTLS, then the TLS handshake. It never authenticates.
+//! plain-text exchange up to STARTTLS, then the TLS handshake. It never authenticates. An
+//! endpoint that follows the outbound proxy (`Endpoint::proxy`, HTTPS only) is reached by HTTP
+//! CONNECT through it ([`super::proxy`]); the TLS handshake is the same end to end.
 
 use std::time::Duration;
 
@@ -7,7 +9,7 @@ use tokio::time::Instant;
 
 use super::line::{recv_smtp_reply, BoxStream, LineConn};
 use super::tls::TlsClient;
-use super::{tcp, Outcome, Phase, ProbeError, Reason, Recorder};
+use super::{proxy, tcp, Outcome, Phase, ProbeError, Reason, Recorder};
 use crate::config::{Endpoint, TlsMode};
 
 /// Name sent in EHLO by every probe.
@@ -20,11 +22,15 @@ pub async fn probe(ep: &Endpoint, tls: &TlsClient) -> Outcome {
     match run(&mut rec, ep, tls, deadline).await {
         Ok(stream) => {
             drop(stream);
+            let via = match &ep.proxy {
+                Some(p) => format!(" through the proxy {}", p.url.trim_end_matches('/')),
+                None => String::new(),
+            };
             let what = match &rec.tls {
                 Some(t) if !t.version.is_empty() => {
-                    format!("reachable, {} handshake ok", t.version)
+                    format!("reachable{via}, {} handshake ok", t.version)
                 }
-                _ => "reachable".to_string(),
+                _ => format!("reachable{via}"),
             };
             rec.success(what)
         }
@@ -38,8 +44,10 @@ async fn run(
     tls: &TlsClient,
     deadline: Instant,
 ) -> Result<BoxStream, ProbeError> {
-    let tcp = tcp::connect(rec, &ep.host, ep.port, deadline).await?;
-    let stream: BoxStream = Box::new(tcp);
+    let stream: BoxStream = match &ep.proxy {
+        Some(p) => proxy::connect(rec, p, &ep.host, ep.port, deadline).await?,
+        None => Box::new(tcp::connect(rec, &ep.host, ep.port, deadline).await?),
+    };
     if ep.tls == TlsMode::None {
         return Ok(stream);
     }

@@ -10,6 +10,7 @@ pub mod imap;
 pub mod line;
 pub mod login;
 pub mod pop3;
+pub mod proxy;
 pub mod sasl;
 pub mod smtp;
 pub mod tcp;
@@ -55,6 +56,13 @@ pub enum Reason {
     Throttled,
     ConcurrentLimit,
     TokenUnavailable,
+    // outbound HTTP proxy (endpoint checks through `proxy:`)
+    /// The proxy itself cannot be reached (its name, TCP connect).
+    ProxyConnectFailed,
+    /// The proxy answered CONNECT with a non-2xx status other than 407.
+    ProxyRefused,
+    /// The proxy answered CONNECT with 407: credentials missing or wrong.
+    ProxyAuthRequired,
 }
 
 impl Reason {
@@ -89,6 +97,9 @@ impl Reason {
         Reason::Throttled,
         Reason::ConcurrentLimit,
         Reason::TokenUnavailable,
+        Reason::ProxyConnectFailed,
+        Reason::ProxyRefused,
+        Reason::ProxyAuthRequired,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -122,6 +133,9 @@ impl Reason {
             Reason::Throttled => "throttled",
             Reason::ConcurrentLimit => "concurrent_limit",
             Reason::TokenUnavailable => "token_unavailable",
+            Reason::ProxyConnectFailed => "proxy_connect_failed",
+            Reason::ProxyRefused => "proxy_refused",
+            Reason::ProxyAuthRequired => "proxy_auth_required",
         }
     }
 }

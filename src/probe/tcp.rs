@@ -15,6 +15,20 @@ pub async fn connect(
     port: u16,
     deadline: Instant,
 ) -> Result<TcpStream, ProbeError> {
+    let (stream, started) = open(rec, host, port, deadline).await?;
+    rec.record(Phase::Connect, started.elapsed());
+    Ok(stream)
+}
+
+/// Like [`connect`], but on success leaves the `connect` phase open: it returns when the TCP
+/// connect started, so a caller that does more to establish the connection (the CONNECT round
+/// trip through a proxy) records the phase once, over all of it. Failures record it.
+pub async fn open(
+    rec: &mut Recorder,
+    host: &str,
+    port: u16,
+    deadline: Instant,
+) -> Result<(TcpStream, Instant), ProbeError> {
     let t = Instant::now();
     let addrs: Vec<SocketAddr> =
         match tokio::time::timeout_at(deadline, tokio::net::lookup_host((host, port))).await {
@@ -59,9 +73,8 @@ pub async fn connect(
                 break;
             }
             Ok(Ok(s)) => {
-                rec.record(Phase::Connect, t.elapsed());
                 let _ = s.set_nodelay(true);
-                return Ok(s);
+                return Ok((s, t));
             }
             Ok(Err(e)) => {
                 let reason = if e.kind() == std::io::ErrorKind::ConnectionRefused {

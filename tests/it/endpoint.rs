@@ -28,6 +28,7 @@ fn endpoint(host: &str, port: u16, tls: TlsMode, server_name: &str) -> Endpoint 
         ca_file: None,
         interval: Duration::from_secs(60),
         timeout: TIMEOUT,
+        proxy: None,
     }
 }
 
