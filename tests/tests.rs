@@ -32,6 +32,8 @@ mod login_scripted;
 mod mailstack;
 #[path = "it/oauth.rs"]
 mod oauth;
+#[path = "it/proxy.rs"]
+mod proxy;
 #[path = "it/reliability.rs"]
 mod reliability;
 #[path = "it/rules.rs"]

@@ -55,8 +55,8 @@ pub enum HttpError {
     /// The proxy could not be reached (name, connect, or the connection to it broke).
     #[error("cannot reach the proxy {proxy}: {detail}")]
     ProxyConnect { proxy: String, detail: String },
-    /// The proxy answered 407: credentials missing or refused.
-    #[error("the proxy {proxy} refused the credentials (407 Proxy Authentication Required)")]
+    /// The proxy answered 407 (or 401 to a CONNECT): credentials missing or refused.
+    #[error("the proxy {proxy} asked for credentials or refused them (HTTP 407 or 401)")]
     ProxyAuth { proxy: String },
     /// The proxy did not open the tunnel: a non-2xx answer to CONNECT (policy, or it could not
     /// reach the server), or an answer that is not HTTP.
@@ -168,7 +168,18 @@ impl HttpClient {
         req: http::Request<Vec<u8>>,
     ) -> Result<http::Response<Vec<u8>>, HttpError> {
         let timeout = self.timeout;
-        match tokio::time::timeout(timeout, self.send_inner(req)).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let target = req.uri().host().map(|h| {
+            let port = req.uri().port_u16().unwrap_or(443);
+            (h.to_string(), port, req.uri().scheme_str() == Some("https"))
+        });
+        match tokio::time::timeout_at(deadline, self.send_inner(req)).await {
+            Ok(Err(e @ HttpError::ProxyRefused { .. })) => match (&target, &self.proxy) {
+                (Some((host, port, true)), Some(p)) => {
+                    Err(diagnose(p, host, *port, deadline).await.unwrap_or(e))
+                }
+                _ => Err(e),
+            },
             Ok(r) => r,
             Err(_) => Err(HttpError::Timeout(timeout)),
         }
@@ -186,6 +197,12 @@ impl HttpClient {
             .execute(req)
             .await
             .map_err(|e| self.map(e, proxy, tunnel))?;
+        if let (Some(p), http::StatusCode::PROXY_AUTHENTICATION_REQUIRED) = (proxy, resp.status()) {
+            // a forwarded request's proxy wants credentials; it may not wait for the body
+            return Err(HttpError::ProxyAuth {
+                proxy: p.url.trim_end_matches('/').to_string(),
+            });
+        }
         let mut builder = http::Response::builder().status(resp.status());
         if let Some(h) = builder.headers_mut() {
             *h = resp.headers().clone();
@@ -243,6 +260,37 @@ impl HttpClient {
             }
         }
         HttpError::Network(chain)
+    }
+}
+
+/// hyper-util keeps only "unsuccessful" of a refused tunnel: ask the proxy once more with the
+/// endpoint probe's CONNECT, which reads its status, to tell 407/401 from 403 or 502 and quote
+/// it. Bounded by the request's deadline; None (keep the first error) when the second answer
+/// says nothing more.
+async fn diagnose(
+    p: &ProxySettings,
+    host: &str,
+    port: u16,
+    deadline: tokio::time::Instant,
+) -> Option<HttpError> {
+    use crate::probe::Reason;
+    let mut rec = crate::probe::Recorder::new();
+    let e = crate::probe::proxy::connect(&mut rec, p, host, port, deadline)
+        .await
+        .err()?;
+    let proxy = p.url.trim_end_matches('/').to_string();
+    let detail = e
+        .detail
+        .strip_prefix(&format!("proxy {proxy}: "))
+        .unwrap_or(&e.detail)
+        .to_string();
+    match e.reason {
+        Reason::ProxyAuthRequired => Some(HttpError::ProxyAuth { proxy }),
+        Reason::ProxyRefused
+        | Reason::ProtocolError
+        | Reason::ReplyTooLong
+        | Reason::ConnectionClosed => Some(HttpError::ProxyRefused { proxy, detail }),
+        _ => None,
     }
 }
 

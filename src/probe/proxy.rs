@@ -7,13 +7,15 @@
 //! CONNECT round trip, i.e. the time until a byte stream to the server exists, which is what
 //! `connect` means without a proxy. No phase is added, so dashboards and the metric's label set
 //! stay as they are. Failures of the proxy get their own reasons (`proxy_connect_failed`,
-//! `proxy_auth_required`, `proxy_refused`); a proxy that answers with something that is not HTTP,
+//! `proxy_auth_required` for 407, and for 401, which tinyproxy answers to wrong credentials,
+//! `proxy_refused` for any other non-2xx); a proxy that answers with something that is not HTTP,
 //! endless headers or silence fails as `protocol_error`, `reply_too_long` or `timeout` in phase
 //! `connect`, with the proxy named in the detail. Every read is bounded in size and by the
 //! check's deadline.
 //!
 //! The proxy's credentials go in one `Proxy-Authorization` header; the transcript shows it
-//! redacted.
+//! redacted. The token client uses [`connect`] too, to learn the status a refused tunnel was
+//! answered with (its HTTP library keeps only "unsuccessful").
 
 use secrecy::ExposeSecret;
 use tokio::time::Instant;
@@ -124,7 +126,9 @@ async fn tunnel(
     }
     match code {
         200..=299 => {}
-        407 => {
+        // 401 too: a CONNECT is addressed to the proxy alone, and tinyproxy answers wrong
+        // credentials with 401 (and missing ones with 407)
+        401 | 407 => {
             let why = if proxy.basic_auth().is_some() {
                 "the proxy refused the configured credentials"
             } else {

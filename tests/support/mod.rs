@@ -8,5 +8,6 @@ pub mod fake_idp;
 pub mod jsonschema;
 pub mod mailstack;
 pub mod promstack;
+pub mod proxy;
 pub mod scripted;
 pub mod tls_server;
