@@ -601,6 +601,44 @@ mod tests {
     use super::*;
 
     #[test]
+    fn no_proxy_matches_like_curl_and_reqwest() {
+        let p = ProxySettings {
+            url: "http://proxy.example.com:3128/".into(),
+            host: "proxy.example.com".into(),
+            port: 3128,
+            username: None,
+            password: None,
+            no_proxy: vec![
+                "corp.example".into(),
+                ".internal.example".into(),
+                "10.0.0.0/8".into(),
+                "::1".into(),
+            ],
+            origin: ProxyOrigin::Config,
+        };
+        for (host, direct) in [
+            ("corp.example", true),
+            ("sso.corp.example", true),
+            ("notcorp.example", false),
+            ("a.internal.example", true),
+            ("10.1.2.3", true),
+            ("11.1.2.3", false),
+            ("::1", true),
+            ("[::1]", true),
+            ("login.microsoftonline.com", false),
+        ] {
+            assert_eq!(p.bypasses(host), direct, "{host}");
+        }
+        let all = ProxySettings {
+            no_proxy: vec!["*".into()],
+            ..p.clone()
+        };
+        assert!(all.bypasses("login.microsoftonline.com"));
+        assert!(!p.is_loopback());
+        assert_eq!(p.basic_auth().map(|_| ()), None);
+    }
+
+    #[test]
     fn embedded_default_has_the_four_public_endpoints() {
         let c = embedded_default();
         let got: Vec<(String, String, u16, TlsMode)> = c

@@ -477,11 +477,15 @@ fn proxy(v: &mut V<'_>, raw: Option<&RawProxy>) -> Option<Arc<ProxySettings>> {
     };
     let parsed = parse_proxy_url(text.trim());
     let what = match origin {
-        ProxyOrigin::Config => "proxy.url".to_string(),
+        ProxyOrigin::Config => "the URL".to_string(),
         ProxyOrigin::Env(var) => format!("the proxy in {var}"),
     };
     let p = match parsed {
         Ok(p) => p,
+        Err(msg) if origin == ProxyOrigin::Config => {
+            v.at(path, msg);
+            return None;
+        }
         Err(msg) => {
             v.at(path, format!("{what} {msg}"));
             return None;
@@ -1461,6 +1465,7 @@ fn parse_date(s: &str) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use secrecy::ExposeSecret;
 
     fn ctx() -> Context {
         Context {
@@ -1712,6 +1717,189 @@ mailboxes:
             "{err}"
         );
         assert!(err.to_string().contains("client_credentials"), "{err}");
+    }
+
+    fn private_ctx(env: &[(&str, &str)]) -> Context {
+        let mut c = ctx();
+        c.file_private = true;
+        c.env = Some(
+            env.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        );
+        c
+    }
+
+    #[test]
+    fn proxy_mistakes_are_reported_with_positions() {
+        let text = "\
+proxy:
+  url: https://proxy.example.com:3128
+  no_proxy: [ok.example, two words, \"\"]
+  colour: red
+endpoints:
+  - {name: s, host: smtp.example.com, port: 587, tls: starttls-smtp, via_proxy: true}
+  - {name: m, host: x.example.com, port: 443, via_proxy: maybe}
+";
+        let err = load(text, &ctx()).unwrap_err();
+        let got: Vec<(Option<usize>, &str)> = err
+            .problems
+            .iter()
+            .map(|p| (p.line, p.path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (Some(2), "proxy.url"),
+                (Some(3), "proxy.no_proxy[1]"),
+                (Some(3), "proxy.no_proxy[2]"),
+                (Some(4), "proxy.colour"),
+                (Some(6), "endpoints[0].via_proxy"),
+                (Some(6), "endpoints[0].via_proxy"),
+                (Some(7), "endpoints[1].via_proxy"),
+            ],
+            "{err}"
+        );
+        let s = err.to_string();
+        assert!(
+            s.contains("t.yaml:2:8: proxy.url: uses https://: only http:// proxies"),
+            "{s}"
+        );
+        assert!(s.contains("no proxy is configured"), "{s}");
+        assert!(s.contains("only tls: implicit endpoints"), "{s}");
+    }
+
+    #[test]
+    fn proxy_credentials_are_secrets_and_never_quoted() {
+        // in the URL: refused, not echoed
+        let text = "proxy:\n  url: http://svc:CANARY-pw@proxy.example.com:3128\n";
+        let e = load(text, &private_ctx(&[])).unwrap_err().to_string();
+        assert!(e.contains("proxy.url: must not hold credentials"), "{e}");
+        assert!(!e.contains("CANARY"), "{e}");
+        // inline: only in a private file, like client_secret
+        let text = "proxy:\n  url: http://proxy.example.com:3128\n  username: svc\n  password: CANARY-pw\n";
+        let e = load(text, &ctx()).unwrap_err().to_string();
+        assert!(
+            e.contains("proxy.password: an inline secret is refused"),
+            "{e}"
+        );
+        assert!(!e.contains("CANARY"), "{e}");
+        let cfg = load(text, &private_ctx(&[])).unwrap_or_else(|e| panic!("{e}"));
+        let p = cfg.proxy.expect("proxy");
+        assert_eq!(
+            p.basic_auth().map(|a| a.expose_secret().to_string()),
+            Some("Basic c3ZjOkNBTkFSWS1wdw==".to_string())
+        );
+        assert!(!format!("{p:?} {}", p.describe()).contains("CANARY"));
+        // from a variable; a password without a user, a user without a password
+        let text = "proxy:\n  url: http://proxy.example.com:3128\n  password_env: PROXY_PW\n";
+        let e = load(text, &private_ctx(&[("PROXY_PW", "CANARY-pw")]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("a proxy password needs proxy.username"), "{e}");
+        assert!(!e.contains("CANARY"), "{e}");
+        let text = "proxy:\n  url: http://proxy.example.com:3128\n  username: svc\n";
+        let e = load(text, &ctx()).unwrap_err().to_string();
+        assert!(e.contains("proxy.username: needs a password"), "{e}");
+        // a numeric password is refused without quoting serde's message (which holds it)
+        let text = "proxy:\n  url: http://proxy.example.com:3128\n  username: svc\n  password: 918273645501\n";
+        let e = load(text, &private_ctx(&[])).unwrap_err().to_string();
+        assert!(e.contains("proxy.password: must be a string"), "{e}");
+        assert!(!e.contains("918273645501"), "{e}");
+    }
+
+    #[test]
+    fn proxy_urls_need_http_a_host_and_a_port() {
+        for (url, want) in [
+            ("http://proxy.example.com", "needs a port"),
+            ("http://proxy.example.com:80/path", "no path or query"),
+            ("socks5://proxy.example.com:1080", "only http:// proxies"),
+            ("http://:3128", "is not a proxy URL"),
+        ] {
+            let text = format!("proxy:\n  url: {url}\n");
+            let e = load(&text, &ctx()).unwrap_err().to_string();
+            assert!(e.contains(want), "{url}: {e}");
+        }
+        let cfg =
+            load("proxy:\n  url: proxy.example.com:80\n", &ctx()).unwrap_or_else(|e| panic!("{e}"));
+        let p = cfg.proxy.expect("proxy");
+        assert_eq!(
+            (p.url.as_str(), p.port),
+            ("http://proxy.example.com:80/", 80)
+        );
+        let cfg =
+            load("proxy:\n  url: http://[::1]:3128\n", &ctx()).unwrap_or_else(|e| panic!("{e}"));
+        let p = cfg.proxy.expect("proxy");
+        assert_eq!(
+            (p.url.as_str(), p.host.as_str()),
+            ("http://[::1]:3128/", "::1")
+        );
+        let e = load(
+            "proxy:\n  url: http://p.example:3128\n  from_env: true\n",
+            &ctx(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("not both"), "{e}");
+        let e = load("proxy: {}\n", &ctx()).unwrap_err().to_string();
+        assert!(e.contains("set proxy.url"), "{e}");
+    }
+
+    #[test]
+    fn from_env_reads_https_proxy_and_no_proxy() {
+        let text = "proxy:\n  from_env: true\n  no_proxy: [.corp.example]\n";
+        let c = private_ctx(&[
+            ("https_proxy", "http://svc:p%40ss@proxy.example.com:8080"),
+            ("no_proxy", "localhost, 10.0.0.0/8"),
+        ]);
+        let cfg = load(text, &c).unwrap_or_else(|e| panic!("{e}"));
+        let p = cfg.proxy.as_deref().expect("proxy");
+        assert_eq!(p.origin, ProxyOrigin::Env("https_proxy"));
+        assert_eq!(p.url, "http://proxy.example.com:8080/");
+        assert_eq!(p.username.as_deref(), Some("svc"));
+        assert_eq!(
+            p.password.as_ref().map(|s| s.expose_secret().to_string()),
+            Some("p@ss".to_string())
+        );
+        assert_eq!(p.no_proxy, [".corp.example", "localhost", "10.0.0.0/8"]);
+        assert!(cfg.proxy_from_env);
+        // nothing set: no proxy, and the summary says why
+        let cfg = load(text, &private_ctx(&[])).unwrap_or_else(|e| panic!("{e}"));
+        assert!(cfg.proxy.is_none());
+        assert!(cfg
+            .proxy_summary()
+            .unwrap_or_default()
+            .contains("HTTPS_PROXY"));
+    }
+
+    #[test]
+    fn an_http_token_url_does_not_cross_a_remote_proxy_in_clear_text() {
+        let cred = |url: &str| {
+            format!("credentials:\n  - {{name: a, tenant: t.example, client_id: x, grant: client_credentials, client_secret: s, token_url: {url}}}\n")
+        };
+        let remote = "proxy:\n  url: http://proxy.example.com:3128\n";
+        let e = load(
+            &format!("{remote}{}", cred("http://127.0.0.1:9/t")),
+            &private_ctx(&[]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("credentials[0].token_url: http:// to 127.0.0.1 would go through the proxy in clear text"), "{e}");
+        // listed in no_proxy, or the proxy on loopback too, or HTTPS: fine
+        for text in [
+            format!(
+                "{remote}  no_proxy: [127.0.0.1]\n{}",
+                cred("http://127.0.0.1:9/t")
+            ),
+            format!(
+                "proxy:\n  url: http://127.0.0.1:3128\n{}",
+                cred("http://127.0.0.1:9/t")
+            ),
+            format!("{remote}{}", cred("https://login.example.com/t")),
+        ] {
+            let cfg = load(&text, &private_ctx(&[])).unwrap_or_else(|e| panic!("{e}"));
+            assert!(cfg.credentials[0].proxy.is_some());
+        }
     }
 
     #[test]

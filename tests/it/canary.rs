@@ -7,6 +7,9 @@
 //! every transcript page (HTML and text), `check`'s text and JSON reports and the configuration
 //! error messages of `--config.check` and of a refused reload are searched for every canary,
 //! raw and in its base64 forms, and every base64 word in them is decoded and searched too.
+//! Every token request and one endpoint check go through a real tinyproxy that wants a user and
+//! a canary password (from a file); bad configurations put the proxy password inline and inside
+//! the proxy URL.
 //! The figure: canary hits (0).
 
 use std::process::Command;
@@ -23,6 +26,7 @@ use crate::reliability::{
     test_pki, Behaviour, ALICE, IMAP_SCOPE, PUBLIC,
 };
 use crate::support::exporter::{bin, free_port, get, request, write};
+use crate::support::proxy::{Tinyproxy, TinyproxyConf};
 
 const APP: &str = "88888888-2222-3333-4444-555555555555";
 const APP_ENV: &str = "99999999-2222-3333-4444-555555555555";
@@ -32,6 +36,8 @@ const ENV_VAR: &str = "O365_CANARY_CLIENT_SECRET";
 const INLINE_SECRET: &str = "CANARY-inline-secret-71c3e8a09f";
 /// A secret YAML reads as a number: serde's type error would quote it.
 const NUMERIC_SECRET: &str = "7031958264173302";
+const PROXY_USER: &str = "canary-proxy-user";
+const PROXY_PASSWORD: &str = "CANARY-proxy-password-3e9b61d2";
 
 /// The stable middle of `s`'s base64 encodings at each of the three alignments it can have
 /// inside a longer encoded string (standard and URL-safe alphabets).
@@ -217,6 +223,10 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
                 .start(),
         )
         .expect("fake IdP");
+    let proxy = rt.block_on(Tinyproxy::start(TinyproxyConf {
+        connect_ports: vec![imap.addr.port()],
+        basic_auth: Some((PROXY_USER.into(), PROXY_PASSWORD.into())),
+    }));
     let dir = tempfile::tempdir().expect("tmp");
     let state_dir = dir.path().join("state");
     let store = TokenStore::new(&state_dir);
@@ -238,6 +248,7 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
             .map(|t| t.refresh_token.expose_secret().to_string())
     };
     let secret_file = write(dir.path(), "secret.txt", &format!("{FILE_SECRET}\n"));
+    let proxy_password = write(dir.path(), "proxy-password", &format!("{PROXY_PASSWORD}\n"));
     let server = |port: u16| {
         format!(
             "{{imap: {{host: 127.0.0.1, port: {port}, tls: implicit, server_name: localhost, ca_file: {}}}}}",
@@ -246,7 +257,9 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
     };
     let yaml = format!(
         "state_dir: {}\ndefaults: {{interval: 2s, timeout: 2s, login_interval: 2s, login_timeout: 2s, jitter: 0s}}\n\
+         proxy: {{url: {}, username: {PROXY_USER}, password_file: {}}}\n\
          endpoints:\n  - {{name: imap, host: 127.0.0.1, port: {}, tls: implicit, server_name: localhost, ca_file: {}}}\n\
+         \x20 - {{name: via-proxy, host: 127.0.0.1, port: {}, tls: implicit, server_name: localhost, ca_file: {}, via_proxy: true}}\n\
          credentials:\n\
          \x20 - {{name: app, tenant: {t}, client_id: {APP}, grant: client_credentials, client_secret_file: {}, token_url: {u}}}\n\
          \x20 - {{name: app-env, tenant: {t}, client_id: {APP_ENV}, grant: client_credentials, client_secret_env: {ENV_VAR}, token_url: {u}}}\n\
@@ -258,6 +271,10 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
          \x20 - {{name: mb-user, address: {ALICE}, credential: delegated, protocols: [imap], servers: {}}}\n\
          \x20 - {{name: mb-echo, address: support@example.test, credential: app, protocols: [imap], servers: {}}}\n",
         state_dir.display(),
+        proxy.url(),
+        proxy_password.display(),
+        imap.addr.port(),
+        pki.ca_file.display(),
         imap.addr.port(),
         pki.ca_file.display(),
         secret_file.display(),
@@ -288,7 +305,16 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
             && m.contains(
                 "o365_login_reason{mailbox=\"mb-echo\",protocol=\"imap\",reason=\"auth_rejected\"} 1",
             )
+            && m.contains("o365_endpoint_up{endpoint=\"via-proxy\"} 1")
     });
+    assert!(
+        proxy
+            .log()
+            .contains(&format!("CONNECT 127.0.0.1:{}", imap.addr.port()))
+            && proxy.log().contains(&format!("POST {}", idp.token_url())),
+        "the tokens and the endpoint check went through the proxy: {}",
+        proxy.log()
+    );
     let mut outputs: Vec<(String, String)> = vec![("metrics".into(), m)];
     let (_, om) = request(
         &e.addr,
@@ -349,6 +375,10 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
         format!("credentials:\n  - {{name: a, tenant: t.example, client_id: {APP}, grant: client_credentials, client_secret: {INLINE_SECRET}, client_secret_env: {ENV_VAR}}}\n"),
         format!("credentials:\n  - name: a\n    client_secret: \"{INLINE_SECRET}\n    tenant: x\n"),
         format!("credentials:\n  - {{name: a, tenant: t.example, client_id: {APP}, grant: client_credentials, client_secret: {NUMERIC_SECRET}}}\n"),
+        // the proxy password inline in a readable file, and inside the proxy URL
+        format!("proxy:\n  url: http://127.0.0.1:3128\n  username: {PROXY_USER}\n  password: {PROXY_PASSWORD}\n"),
+        format!("proxy:\n  url: http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1:3128\n"),
+        format!("proxy:\n  url: http://{PROXY_USER}:{PROXY_PASSWORD}@127.0.0.1\n"),
         // private file: the inline secret is accepted, another mistake is reported
         format!("credentials:\n  - {{name: a, tenant: t.example, client_id: {APP}, grant: client_credentials, client_secret: {INLINE_SECRET}}}\nmailboxes:\n  - {{name: m, address: m@example.test, credential: b, protocols: [imap]}}\n"),
     ];
@@ -388,6 +418,8 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
         ENV_SECRET.into(),
         INLINE_SECRET.into(),
         NUMERIC_SECRET.into(),
+        PROXY_PASSWORD.into(),
+        format!("{PROXY_USER}:{PROXY_PASSWORD}"),
     ];
     canaries.extend(access_tokens.iter().cloned());
     canaries.extend(refresh_tokens.iter().cloned());
@@ -413,8 +445,14 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
     )
     .is_empty());
     assert!(!hits("self-test", &format!("=={FILE_SECRET}=="), &canaries).is_empty());
+    // ... also the proxy's Basic credentials as a header would carry them
+    let header = format!(
+        "Proxy-Authorization: Basic {}",
+        STANDARD.encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"))
+    );
+    assert!(!hits("self-test", &header, &canaries).is_empty());
     report!(
-        "canaries: {} canaries (4 client secrets, {} access tokens, {} refresh tokens) searched in {} outputs \
+        "canaries: {} canaries (4 client secrets, the proxy password, {} access tokens, {} refresh tokens) searched in {} outputs \
          ({} kB: stderr at debug, metrics in both formats, the status page, {} transcript pages, \
          check text and JSON, a refused reload, {} config errors): {} hits",
         canaries.len(),
@@ -427,5 +465,5 @@ fn no_canary_reaches_logs_metrics_pages_transcripts_reports_or_config_errors() {
         found.len()
     );
     assert!(found.is_empty(), "canaries found:\n{}", found.join("\n"));
-    drop((imap, echo_imap, echo_token));
+    drop((imap, echo_imap, echo_token, proxy));
 }

@@ -979,11 +979,17 @@ async fn every_reason_comes_from_its_injected_failure() {
         TokenReason::Network
     );
     seen.insert(TokenReason::Network);
-    // the remaining reasons have their own tests: ok, no_refresh_token, store_error
+    // the remaining reasons have their own tests: ok, no_refresh_token, store_error, and the
+    // proxy's three against a real tinyproxy (tests/it/proxy.rs)
     for r in TokenReason::ALL {
         if !matches!(
             r,
-            TokenReason::Ok | TokenReason::NoRefreshToken | TokenReason::StoreError
+            TokenReason::Ok
+                | TokenReason::NoRefreshToken
+                | TokenReason::StoreError
+                | TokenReason::ProxyConnectFailed
+                | TokenReason::ProxyAuthRequired
+                | TokenReason::ProxyRefused
         ) {
             assert!(seen.contains(&r), "no case for {r}");
         }
