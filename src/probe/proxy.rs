@@ -142,7 +142,7 @@ async fn tunnel(
         }
         _ => {
             let hint = match code {
-                502 | 503 | 504 => " (the proxy could not reach the server)",
+                502..=504 => " (the proxy could not reach the server)",
                 403 | 405 => " (refused by the proxy's policy)",
                 _ => "",
             };
