@@ -218,6 +218,26 @@ impl ProxySettings {
         m.intercept(&uri).is_none()
     }
 
+    /// A digest of the credentials, for the change fingerprints of token sources and Graph
+    /// clients (`Debug` hides the password, so a changed password alone would otherwise keep the
+    /// old client on reload). Never shown.
+    pub fn credentials_digest(&self) -> String {
+        use aws_lc_rs::digest::{digest, SHA256};
+        let raw = format!(
+            "{}\u{0}{}",
+            self.username.as_deref().unwrap_or(""),
+            self.password
+                .as_ref()
+                .map(|p| p.expose_secret())
+                .unwrap_or("")
+        );
+        digest(&SHA256, raw.as_bytes())
+            .as_ref()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+
     /// Whether the proxy itself listens on this machine.
     pub fn is_loopback(&self) -> bool {
         is_loopback_host(&self.host)

@@ -157,7 +157,13 @@ fn fingerprint(c: &Credential) -> String {
         ClientAuth::Certificate { key_der, .. } => digest(&SHA256, &key_der.0).as_ref().to_vec(),
     };
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{c:?}|{hex}")
+    // the proxy password too: Debug hides it
+    let proxy = c
+        .proxy
+        .as_ref()
+        .map(|p| p.credentials_digest())
+        .unwrap_or_default();
+    format!("{c:?}|{hex}|{proxy}")
 }
 
 /// Runs the Graph checks of the running configuration; owned by the scheduler.

@@ -650,7 +650,13 @@ fn fingerprint(cred: &Credential, store: &TokenStore) -> String {
         ClientAuth::Certificate { key_der, .. } => digest(&SHA256, &key_der.0).as_ref().to_vec(),
     };
     let hex: String = secret.iter().map(|b| format!("{b:02x}")).collect();
-    format!("{cred:?}|{hex}|{}", store.dir().display())
+    // the proxy password too: Debug hides it
+    let proxy = cred
+        .proxy
+        .as_ref()
+        .map(|p| p.credentials_digest())
+        .unwrap_or_default();
+    format!("{cred:?}|{hex}|{proxy}|{}", store.dir().display())
 }
 
 impl Tokens {
@@ -772,6 +778,28 @@ mod tests {
         let p = t.delay(TokenReason::InvalidClientSecret, 1, None);
         assert!(p >= t.permanent_delay.mul_f64(0.8) && p <= t.permanent_delay);
         assert!(t.delay(TokenReason::Timeout, 1, None) >= t.min_spacing);
+    }
+
+    #[test]
+    fn a_changed_proxy_password_changes_the_fingerprint_without_showing_it() {
+        let dir = tempfile::tempdir().expect("tmp");
+        std::fs::write(dir.path().join("secret.txt"), "client-secret").expect("write");
+        let text = "proxy:\n  url: http://127.0.0.1:3128\n  username: u\n  password_file: pw.txt\n\
+                    credentials:\n  - {name: a, tenant: t.example, client_id: x, grant: client_credentials, client_secret_file: secret.txt}\n";
+        let store = TokenStore::new(dir.path());
+        let fp = |pw: &str| {
+            std::fs::write(dir.path().join("pw.txt"), pw).expect("write");
+            let cfg = crate::config::load_str(text, "t.yaml", dir.path())
+                .unwrap_or_else(|e| panic!("{e}"));
+            fingerprint(&cfg.credentials[0], &store)
+        };
+        let (one, two) = (fp("CANARY-one"), fp("CANARY-two"));
+        assert_ne!(
+            one, two,
+            "a reload with a new proxy password rebuilds the source"
+        );
+        assert_eq!(one, fp("CANARY-one"));
+        assert!(!one.contains("CANARY") && !two.contains("CANARY"));
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! server, an intercepting certificate as `cert_untrusted`); each proxy failure with its reason
 //! (down, 407, CONNECT refused by policy) within the deadline; hostile "proxies" (garbage,
 //! endless headers, silence, bytes after the answer) classified within the deadline and bounded
-//! in memory; and the proxy as `--config.check` and `check` show it, without its password.
+//! in memory; the Graph checks through it (and `network` naming it when it is down); and the
+//! proxy as `--config.check` and `check` show it, without its password.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -729,4 +730,104 @@ fn config_check_and_check_show_the_proxy_without_its_password() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("needs a port"), "{text}");
     assert_no_password("--config.check error", &text);
+}
+
+#[tokio::test]
+async fn graph_checks_go_through_the_proxy_and_name_it_when_it_is_down() {
+    use o365_mail_exporter::config::GraphCheck;
+    use o365_mail_exporter::fake_idp::{FakeGraph, GraphApplication, GraphUser};
+    use o365_mail_exporter::graph::{self, GraphReason};
+
+    let now = crate::support::fake_idp::now();
+    let graph = FakeGraph::default()
+        .application(GraphApplication::new(APP).secret(
+            "11111111-aaaa-bbbb-cccc-000000000001",
+            "ece",
+            SECRET,
+            now - 86_400,
+            now + 90 * 86_400,
+        ))
+        .user(GraphUser::new("alice@contoso.test").exchange("Enabled"))
+        .service("Exchange", "Exchange Online", "serviceOperational");
+    let idp = FakeIdp::builder()
+        .app(App::new(APP).secret(SECRET).roles([
+            "Application.Read.All",
+            "User.Read.All",
+            "ServiceHealth.Read.All",
+        ]))
+        .graph(graph)
+        .start()
+        .await
+        .expect("fake starts");
+    let proxy = Tinyproxy::start(TinyproxyConf {
+        connect_ports: vec![],
+        basic_auth: Some((USER.into(), PASSWORD.into())),
+    })
+    .await;
+    let files = Files::new(PASSWORD);
+    let yaml = |proxy_url: &str| {
+        format!(
+            "{}state_dir: {dir}\nendpoints: []\nservers:\n  imap: {{host: 127.0.0.1, port: {port}}}\n\
+             credentials:\n  - {{name: app, tenant: {tenant}, client_id: {APP}, grant: client_credentials, authority: {base}, client_secret_file: secret.txt, graph: {{graph_url: {base}, timeout: 5s}}}}\n\
+             mailboxes:\n  - {{name: alice, address: alice@contoso.test, credential: app, protocols: [imap]}}\n",
+            proxy_yaml(proxy_url, true),
+            dir = files.path().display(),
+            port = tls_server::refused_port(),
+            tenant = idp.tenant(),
+            base = idp.base_url(),
+        )
+    };
+    let cfg = load(&yaml(&proxy.url()), files.path());
+    let state = Arc::new(State::new());
+    state.reconcile_tokens(&[("app".to_string(), "client_credentials", None)]);
+    graph::run_once(&cfg, &state).await;
+    let snap = state.graph.snapshot();
+    for c in GraphCheck::ALL {
+        let r = &snap.checks[&("app".to_string(), c)];
+        assert_eq!(
+            r.reason,
+            GraphReason::Ok,
+            "{c:?}: {}\n{}",
+            r.detail,
+            proxy.log()
+        );
+    }
+    assert!(
+        proxy
+            .wait_log(
+                &format!("GET {}/v1.0/", idp.base_url()),
+                Duration::from_secs(2)
+            )
+            .await,
+        "Graph went through the proxy: {}",
+        proxy.log()
+    );
+
+    // the proxy down while the token endpoint is reached directly (`localhost` in no_proxy):
+    // each check is `network`, and the detail names the proxy
+    let down = format!("http://127.0.0.1:{}", tls_server::refused_port());
+    let text = yaml(&down)
+        .replace(
+            "  password_file: proxy-password\n",
+            "  password_file: proxy-password\n  no_proxy: [localhost]\n",
+        )
+        .replace(
+            &format!("authority: {}", idp.base_url()),
+            &format!("authority: http://localhost:{}", idp.addr().port()),
+        );
+    let cfg = load(&text, files.path());
+    let state = Arc::new(State::new());
+    state.reconcile_tokens(&[("app".to_string(), "client_credentials", None)]);
+    graph::run_once(&cfg, &state).await;
+    let snap = state.graph.snapshot();
+    for c in GraphCheck::ALL {
+        let r = &snap.checks[&("app".to_string(), c)];
+        assert_eq!(r.reason, GraphReason::Network, "{c:?}: {}", r.detail);
+        assert!(
+            r.detail.contains(&format!("cannot reach the proxy {down}")),
+            "{c:?}: {}",
+            r.detail
+        );
+        assert_no_password("the Graph detail", &r.detail);
+    }
 }
