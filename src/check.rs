@@ -1,8 +1,17 @@
 //! The `check` command: every configured check once, now, with a verdict and the fix for each,
 //! in the order an admin troubleshoots (configuration, DNS and ports, TLS, tokens, mailbox
-//! logins). It runs the very probes and token sources the exporter runs and renders the same
+//! logins, Microsoft Graph). It runs the very probes, token sources and Graph checks
+//! ([`crate::graph::run_once`]) the exporter runs and renders the same
 //! [`verdict`](crate::verdict)s as the status page, so the command and the running exporter never
 //! disagree. Exit code: 0 all passed, 1 any failed, 2 configuration error.
+//!
+//! Warnings pass: a secret or certificate that expires within
+//! [`SECRET_WARN_DAYS`](crate::config::lint::SECRET_WARN_DAYS) days (from the configuration's
+//! `secret_expires` or, when the Graph check identified the key, from Graph, which then replaces
+//! the configured date as it does for the exporter's metric), an Exchange licence in its grace
+//! period, an open Microsoft incident. They are marked WARN with the fix and counted apart, and
+//! leave the exit code 0: the integration works today, and a cron job or a post-change check must
+//! not fail on a date a month ahead. An expired secret fails (exit 1).
 
 use std::collections::HashMap;
 use std::io::{IsTerminal, Write};
@@ -20,8 +29,9 @@ use crate::schedule::{check_keys, login_check, Plan};
 use crate::state::{CheckKey, State};
 use crate::verdict::{self, Kind, Verdict};
 
-/// Version of the JSON report's schema (`docs/check-report.schema.json`).
-pub const REPORT_VERSION: u32 = 1;
+/// Version of the JSON report's schema (`docs/check-report.schema.json`). 2 added kind
+/// `graph`, `warning` per check and `warnings`.
+pub const REPORT_VERSION: u32 = 2;
 
 /// The JSON report.
 #[derive(Debug, Serialize)]
@@ -31,8 +41,11 @@ pub struct Report {
     pub config: String,
     pub cloud: &'static str,
     pub generated_at: String,
+    /// Passed checks, warnings included.
     pub passed: usize,
     pub failed: usize,
+    /// Passed checks with a warning.
+    pub warnings: usize,
     pub checks: Vec<Verdict>,
     /// The outbound proxy in use (never its password), for the text report; the JSON report
     /// shows it in each proxied check's `target` (the schema is unchanged).
@@ -176,18 +189,50 @@ pub async fn collect(cfg: Arc<Config>, plan: Plan, args: &CheckArgs) -> Report {
         progress.done();
     }
 
+    // Graph: after the tokens (a Graph token failing as the credential's token did is then
+    // explained by the token line above it); one run of each check, as the exporter's
+    if wants(args, CheckGroup::Graph) && !cfg.graph.is_empty() {
+        let n: usize = cfg.graph.iter().map(|g| g.checks.len()).sum();
+        progress.say(&format!("graph: {n} checks"));
+        crate::graph::run_once(&cfg, &state).await;
+        progress.done();
+    }
+    let graph = state.graph.snapshot();
+    let now = crate::state::unix(SystemTime::now()) as i64;
+
     let mut checks: Vec<Verdict> = Vec::new();
     for f in crate::config::lint::lint(&cfg, SystemTime::now()) {
+        // a finding about `secret_expires`: Graph's date replaces it; a date ahead only warns
+        let expires = cfg
+            .credentials
+            .iter()
+            .enumerate()
+            .find(|(i, _)| f.path == format!("credentials[{i}].secret_expires"))
+            .map(|(_, c)| (c.name.as_str(), c.secret_expires));
+        let mut warning = None;
+        if let Some((name, at)) = expires {
+            if graph_expiry(&graph, name).is_some() {
+                continue;
+            }
+            if at.is_some_and(|t| t > now) {
+                warning = Some(f.message.clone());
+            }
+        }
         checks.push(Verdict {
             kind: Kind::Config,
             name: f.path,
             target: cfg.source.clone(),
-            success: false,
-            reason: "config_inconsistent".into(),
+            success: warning.is_some(),
+            reason: if warning.is_some() {
+                "ok".into()
+            } else {
+                "config_inconsistent".into()
+            },
             phases: Vec::new(),
             detail: f.message,
             hint: Some(f.hint),
             transcript: None,
+            warning,
         });
     }
     checks.extend(
@@ -198,9 +243,17 @@ pub async fn collect(cfg: Arc<Config>, plan: Plan, args: &CheckArgs) -> Report {
                 Kind::Network | Kind::Tls => wants(args, CheckGroup::Network),
                 Kind::Token => wants(args, CheckGroup::Tokens),
                 Kind::Login => wants(args, CheckGroup::Mailboxes),
+                Kind::Graph => wants(args, CheckGroup::Graph),
             }),
     );
+    if wants(args, CheckGroup::Graph) {
+        checks.extend(verdict::graph(&cfg, &graph, now));
+    }
     let failed = checks.iter().filter(|v| !v.success).count();
+    let warnings = checks
+        .iter()
+        .filter(|v| v.success && v.warning.is_some())
+        .count();
     Report {
         version: REPORT_VERSION,
         exporter_version: crate::VERSION,
@@ -209,9 +262,21 @@ pub async fn collect(cfg: Arc<Config>, plan: Plan, args: &CheckArgs) -> Report {
         generated_at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
         passed: checks.len() - failed,
         failed,
+        warnings,
         checks,
         proxy: cfg.proxy_summary(),
     }
+}
+
+/// The end date of credential `name`'s configured secret or certificate as Graph reported it.
+fn graph_expiry(snap: &crate::graph::store::Snapshot, name: &str) -> Option<i64> {
+    snap.apps
+        .get(name)?
+        .keys
+        .iter()
+        .filter(|k| k.in_use)
+        .filter_map(|k| k.end)
+        .min()
 }
 
 /// Render the report as text; `color` adds ANSI colours.
@@ -243,10 +308,10 @@ pub fn render_text(r: &Report, color: bool) -> String {
             out.push_str(&format!("\n{}\n", v.kind.title()));
             last = Some(v.kind);
         }
-        let mark = if v.success {
-            paint("PASS", "32")
-        } else {
-            paint("FAIL", "1;31")
+        let mark = match (v.success, &v.warning) {
+            (true, None) => paint("PASS", "32"),
+            (true, Some(_)) => paint("WARN", "1;33"),
+            (false, _) => paint("FAIL", "1;31"),
         };
         let phases: Vec<String> = v
             .phases
@@ -259,7 +324,10 @@ pub fn render_text(r: &Report, color: bool) -> String {
             out.push_str(&format!("  reason={}", v.reason));
         }
         out.push('\n');
-        if !v.detail.is_empty() {
+        if let Some(w) = &v.warning {
+            out.push_str(&format!("        {} {w}\n", paint("warning:", "1;33")));
+        }
+        if !v.detail.is_empty() && v.warning.as_deref() != Some(v.detail.as_str()) {
             out.push_str(&format!("        {}\n", v.detail));
         }
         if !phases.is_empty() {
@@ -272,13 +340,20 @@ pub fn render_text(r: &Report, color: bool) -> String {
     if r.checks.is_empty() {
         out.push_str("\nnothing to check\n");
     }
-    let summary = format!("{} passed, {} failed", r.passed, r.failed);
+    let mut summary = format!("{} passed, {} failed", r.passed, r.failed);
+    if r.warnings > 0 {
+        summary.push_str(&format!(
+            ", {} warning{}",
+            r.warnings,
+            if r.warnings == 1 { "" } else { "s" }
+        ));
+    }
     out.push_str(&format!(
         "\n{}\n",
-        if r.failed == 0 {
-            paint(&summary, "32")
-        } else {
-            paint(&summary, "1;31")
+        match (r.failed, r.warnings) {
+            (0, 0) => paint(&summary, "32"),
+            (0, _) => paint(&summary, "1;33"),
+            _ => paint(&summary, "1;31"),
         }
     ));
     out

@@ -111,7 +111,7 @@ pub struct CheckArgs {
     /// Output format.
     #[arg(long, default_value = "text", value_enum)]
     pub format: CheckFormat,
-    /// Only these groups of checks (comma-separated): network, tokens, mailboxes.
+    /// Only these groups of checks (comma-separated): network, tokens, mailboxes, graph.
     #[arg(long, value_delimiter = ',')]
     pub only: Vec<CheckGroup>,
 }
@@ -127,6 +127,8 @@ pub enum CheckGroup {
     Network,
     Tokens,
     Mailboxes,
+    /// The Microsoft Graph checks of credentials with a `graph:` section.
+    Graph,
 }
 
 #[cfg(test)]
