@@ -2,7 +2,7 @@
 //!
 //! | method | path | what |
 //! | --- | --- | --- |
-//! | GET | `/metrics` (`--web.telemetry-path`) | Prometheus text 0.0.4, or OpenMetrics 1.0 when the `Accept` header asks for it |
+//! | GET | `/metrics` (`--web.telemetry-path`) | Prometheus text 0.0.4, or OpenMetrics 1.0 when the `Accept` header asks for it; streamed in chunks ([`scrape`]) |
 //! | GET | `/` | status page: every check with its state, reason, last success; links to transcripts |
 //! | GET | `/checks/{id}` | the last run's transcript of one check (HTML; `?format=text` for plain text) |
 //! | GET | `/-/healthy` | 200 while the process serves |

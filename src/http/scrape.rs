@@ -111,4 +111,81 @@ mod tests {
             assert_eq!(String::from_utf8(joined).expect("utf-8"), whole);
         }
     }
+
+    /// A scraper that stops reading mid-body holds no lock (a reload goes through meanwhile),
+    /// and when it goes away its scrape is dropped: the state is referenced again only by
+    /// its owners.
+    #[tokio::test]
+    async fn a_stalled_then_abandoned_scrape_holds_no_lock_and_leaves_nothing() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let cfg = Arc::new(config(3000));
+        let state = Arc::new(crate::state::State::new());
+        let keys = crate::schedule::check_keys(&cfg);
+        state.reconcile_checks(&keys);
+        let web = Arc::new(crate::http::Web {
+            state: state.clone(),
+            config: Arc::new(arc_swap::ArcSwap::from(cfg)),
+            telemetry_path: "/metrics".into(),
+            reload: tokio::sync::mpsc::channel(1).0,
+            web_config: Default::default(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let cancel = tokio_util::sync::CancellationToken::new();
+        let server = tokio::spawn(crate::http::serve(
+            listener,
+            web,
+            cancel.clone(),
+            std::time::Duration::from_secs(1),
+        ));
+        let owners = Arc::strong_count(&state);
+
+        // A client with a small receive window, that reads the head and a little, then stalls.
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(4096).expect("rcvbuf");
+        let mut client = socket.connect(addr).await.expect("connect");
+        client
+            .write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .expect("request");
+        let mut buf = vec![0u8; 8192];
+        let n = client.read(&mut buf).await.expect("read");
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+        let stalled = async {
+            while Arc::strong_count(&state) == owners {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), stalled)
+            .await
+            .expect("the scrape is in progress");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            Arc::strong_count(&state) > owners,
+            "the scrape is stalled mid-body, not finished"
+        );
+
+        // A writer gets the lock while the scrape is stalled.
+        let writer = state.clone();
+        let keep: Vec<_> = keys.into_iter().take(10).collect();
+        let reload = tokio::task::spawn_blocking(move || writer.reconcile_checks(&keep));
+        tokio::time::timeout(std::time::Duration::from_secs(5), reload)
+            .await
+            .expect("no lock held by a stalled scrape")
+            .expect("reconcile ran");
+
+        drop(client);
+        let released = async {
+            while Arc::strong_count(&state) != owners {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), released)
+            .await
+            .expect("the abandoned scrape was dropped");
+        cancel.cancel();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), server).await;
+    }
 }
