@@ -46,9 +46,16 @@ pub(super) enum Walk {
     /// Configured credentials that have a token record.
     Credentials(fn(&mut Writer<'_>, &Ctx<'_>, &Credential, &TokenRecord)),
     /// Configured logins (mailbox x protocol) that have a check record.
-    Logins(fn(&mut Writer<'_>, &Mailbox, Protocol, &CheckRecord)),
+    Logins(fn(&mut Writer<'_>, &Login<'_>, &CheckRecord)),
     /// Configured mailboxes.
     Mailboxes(fn(&mut Writer<'_>, &Mailbox, &mut Records<'_>)),
+}
+
+/// One configured login, with its `mailbox` and `protocol` labels rendered (once per scrape).
+pub(super) struct Login<'a> {
+    pub m: &'a Mailbox,
+    pub p: Protocol,
+    pub labels: &'a [u8],
 }
 
 /// Check records looked up by configuration item, under one read lock.
@@ -456,14 +463,14 @@ pub(super) const FAMILIES: &[Family] = &[
         name: "o365_login_success",
         help: "Whether the last login to the mailbox over the protocol succeeded, including the mailbox command after authentication",
         kind: Kind::Gauge,
-        walk: Walk::Logins(|w, m, p, r| w.gauge(&mp(m, p), b(r.latest.success))),
+        walk: Walk::Logins(|w, x, r| w.gauge(&mp(x), b(r.latest.success))),
     },
     Family {
         name: "o365_login_reason",
         help: "Reason of the last login (ok, pending or a failure reason); one series per mailbox and protocol, value 1",
         kind: Kind::Gauge,
-        walk: Walk::Logins(|w, m, p, r| {
-            let mut l = mp(m, p);
+        walk: Walk::Logins(|w, x, r| {
+            let mut l = mp(x);
             l.push(("reason", r.latest.reason.as_str()));
             w.gauge(&l, 1.0)
         }),
@@ -472,9 +479,9 @@ pub(super) const FAMILIES: &[Family] = &[
         name: "o365_login_phase_duration_seconds",
         help: "Duration of each phase of the last login",
         kind: Kind::Gauge,
-        walk: Walk::Logins(|w, m, p, r| {
-            for ph in login_phases(p, m.server(p).tls) {
-                let mut l = mp(m, p);
+        walk: Walk::Logins(|w, x, r| {
+            for ph in login_phases(x.p, x.m.server(x.p).tls) {
+                let mut l = mp(x);
                 l.push(("phase", ph.as_str()));
                 let d = r.latest.phase_duration(*ph).map(|d| d.as_secs_f64());
                 w.gauge(&l, d.unwrap_or(0.0));
@@ -485,15 +492,15 @@ pub(super) const FAMILIES: &[Family] = &[
         name: "o365_login_attempts",
         help: "Logins attempted since start",
         kind: Kind::Counter,
-        walk: Walk::Logins(|w, m, p, r| w.counter(&mp(m, p), r.runs)),
+        walk: Walk::Logins(|w, x, r| w.counter(&mp(x), r.runs)),
     },
     Family {
         name: "o365_login_failures",
         help: "Failed logins since start, by reason",
         kind: Kind::Counter,
-        walk: Walk::Logins(|w, m, p, r| {
+        walk: Walk::Logins(|w, x, r| {
             for (reason, n) in &r.failures {
-                let mut l = mp(m, p);
+                let mut l = mp(x);
                 l.push(("reason", reason.as_str()));
                 w.counter(&l, *n);
             }
@@ -503,13 +510,13 @@ pub(super) const FAMILIES: &[Family] = &[
         name: "o365_login_last_check_timestamp_seconds",
         help: "When the last login attempt finished (0 before the first)",
         kind: Kind::Gauge,
-        walk: Walk::Logins(|w, m, p, r| w.gauge(&mp(m, p), last_check(r))),
+        walk: Walk::Logins(|w, x, r| w.gauge(&mp(x), last_check(r))),
     },
     Family {
         name: "o365_login_last_success_timestamp_seconds",
         help: "When a login last succeeded (0 if never since start)",
         kind: Kind::Gauge,
-        walk: Walk::Logins(|w, m, p, r| w.gauge(&mp(m, p), opt_ts(r.last_success))),
+        walk: Walk::Logins(|w, x, r| w.gauge(&mp(x), opt_ts(r.last_success))),
     },
     Family {
         name: "o365_mailbox_messages",
@@ -681,8 +688,8 @@ pub(super) const FAMILIES: &[Family] = &[
     },
 ];
 
-fn mp(m: &Mailbox, p: Protocol) -> Labels<'_> {
-    Labels::of([("mailbox", m.name.as_str()), ("protocol", p.as_str())])
+fn mp<'a>(x: &Login<'a>) -> Labels<'a> {
+    Labels::rendered(x.labels)
 }
 
 fn cc(credential: &str, check: crate::config::GraphCheck) -> Labels<'_> {

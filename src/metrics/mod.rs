@@ -29,7 +29,7 @@ use crate::config::{Config, TlsMode};
 use crate::graph::store::Snapshot;
 use crate::probe::{Phase, Protocol};
 use crate::state::{unix, CheckKey, CheckRecord, ReloadStatus, State, TokenRecord};
-use families::{Ctx, Records, Walk, FAMILIES};
+use families::{Ctx, Login, Records, Walk, FAMILIES};
 use text::{Labels, LeCache, Writer};
 
 pub use reference::{registry, registry_at, render_reference};
@@ -48,8 +48,13 @@ pub struct Scrape {
     graph: Snapshot,
     reload: ReloadStatus,
     now_s: f64,
-    /// Every configured login, in configuration order: index into `cfg.mailboxes`, protocol.
-    logins: Vec<(usize, Protocol)>,
+    /// Every configured login, in configuration order: index into `cfg.mailboxes`, protocol,
+    /// and where its labels are in `login_labels`.
+    logins: Vec<(u32, Protocol, u32, u32)>,
+    /// `mailbox="...",protocol="..."` of every login, rendered once for its ~14 series.
+    login_labels: Vec<u8>,
+    /// The sample name of the family being written (see `text::Writer::new`).
+    series: String,
     openmetrics: bool,
     /// Index into `FAMILIES` of the family being written.
     family: usize,
@@ -69,12 +74,22 @@ impl Scrape {
 
     /// [`Scrape::new`] with the scrape's clock (`o365_token_age_seconds`) at `now`.
     pub fn at(state: Arc<State>, cfg: Arc<Config>, openmetrics: bool, now: SystemTime) -> Scrape {
-        let logins = cfg
-            .mailboxes
-            .iter()
-            .enumerate()
-            .flat_map(|(i, m)| m.protocols.iter().map(move |p| (i, *p)))
-            .collect();
+        let mut login_labels = Vec::new();
+        let mut logins = Vec::new();
+        // u32 offsets: a configuration is far below 4 GB of labels (and a login past it is
+        // skipped by the bounds checks where it is read, not mislabelled).
+        let at = |v: &Vec<u8>| u32::try_from(v.len()).unwrap_or(u32::MAX);
+        for (i, m) in cfg.mailboxes.iter().enumerate() {
+            for p in &m.protocols {
+                let start = at(&login_labels);
+                text::render_labels(
+                    &mut login_labels,
+                    &[("mailbox", m.name.as_str()), ("protocol", p.as_str())],
+                );
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                logins.push((i, *p, start, at(&login_labels)));
+            }
+        }
         Scrape {
             tokens: state.tokens(),
             graph: state.graph.snapshot(),
@@ -83,6 +98,8 @@ impl Scrape {
             state,
             cfg,
             logins,
+            login_labels,
+            series: String::new(),
             openmetrics,
             family: 0,
             item: 0,
@@ -133,10 +150,10 @@ impl Scrape {
             now_s: self.now_s,
         };
         let cfg = ctx.cfg;
-        let (item, le) = (&mut self.item, &mut self.le);
+        let (item, le, series) = (&mut self.item, &mut self.le, &mut self.series);
         let mut records = Records::new(checks);
         while let Some(f) = FAMILIES.get(self.family) {
-            let mut w = Writer::new(out, self.openmetrics, f.name, f.kind, le);
+            let mut w = Writer::new(out, self.openmetrics, f.name, f.kind, series, le);
             if !self.header_written {
                 w.header(f.help);
                 self.header_written = true;
@@ -165,14 +182,17 @@ impl Scrape {
                     })
                 }
                 Walk::Logins(emit) => walk(&mut w, item, self.logins.len(), limit, |w, i| {
-                    let Some(&(mi, p)) = self.logins.get(i) else {
+                    let Some(&(mi, p, start, end)) = self.logins.get(i) else {
                         return;
                     };
-                    let Some(m) = cfg.mailboxes.get(mi) else {
+                    let (Some(m), Some(labels)) = (
+                        cfg.mailboxes.get(mi as usize),
+                        self.login_labels.get(start as usize..end as usize),
+                    ) else {
                         return;
                     };
                     if let Some(r) = records.login(&m.name, p) {
-                        emit(w, m, p, r);
+                        emit(w, &Login { m, p, labels }, r);
                     }
                 }),
                 Walk::Mailboxes(emit) => walk(&mut w, item, cfg.mailboxes.len(), limit, |w, i| {

@@ -27,6 +27,10 @@ struct Set<'a, 'l>(&'a Labels<'l>);
 
 impl EncodeLabelSet for Set<'_, '_> {
     fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
+        debug_assert!(
+            self.0.pre().is_empty(),
+            "the reference gets label pairs only"
+        );
         self.0.pairs().encode(encoder)
     }
 }

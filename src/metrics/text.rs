@@ -48,28 +48,37 @@ impl Kind {
 /// The labels of one series, borrowed from the configuration and the state being encoded.
 ///
 /// A fixed, inline array: a scrape writes ~43,000 series and an owned list per series made
-/// allocation the bulk of the encode time.
+/// allocation the bulk of the encode time. `pre` holds labels already rendered (`k="v",...`,
+/// escaped) that come first: a login's `mailbox` and `protocol`, rendered once per scrape
+/// for its ~14 series.
 #[derive(Clone, Copy, Debug)]
 pub(super) struct Labels<'a> {
+    pre: &'a [u8],
     kv: [(&'static str, &'a str); 4],
     n: usize,
 }
 
 impl<'a> Labels<'a> {
     pub(super) const NONE: Labels<'static> = Labels {
+        pre: b"",
         kv: [("", ""); 4],
         n: 0,
     };
 
     pub(super) fn of<const N: usize>(pairs: [(&'static str, &'a str); N]) -> Labels<'a> {
-        let mut l = Labels {
-            kv: [("", ""); 4],
-            n: 0,
-        };
+        let mut l = Labels::NONE;
         for kv in pairs {
             l.push(kv);
         }
         l
+    }
+
+    /// Labels rendered beforehand by [`render_labels`].
+    pub(super) fn rendered(pre: &'a [u8]) -> Labels<'a> {
+        Labels {
+            pre,
+            ..Labels::NONE
+        }
     }
 
     /// Add a label; a fifth is an invariant violation (no family has more than four).
@@ -81,8 +90,23 @@ impl<'a> Labels<'a> {
         }
     }
 
+    /// The pairs (not the pre-rendered part).
     pub(super) fn pairs(&self) -> &[(&'static str, &'a str)] {
         &self.kv[..self.n]
+    }
+
+    pub(super) fn pre(&self) -> &'a [u8] {
+        self.pre
+    }
+}
+
+/// Append `k="v",...` for `pairs` to `out` (what [`Labels::rendered`] takes).
+pub(super) fn render_labels(out: &mut Vec<u8>, pairs: &[(&str, &str)]) {
+    for (i, (k, v)) in pairs.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        label(out, k, v);
     }
 }
 
@@ -121,22 +145,31 @@ pub(super) struct Writer<'w> {
     om: bool,
     name: &'static str,
     kind: Kind,
+    /// `name` with the kind's suffix (`_total`, `_info`), as samples are named.
+    series: &'w str,
     le: &'w mut LeCache,
 }
 
 impl<'w> Writer<'w> {
+    /// A writer for family `name`; `series` is a buffer kept across families (the sample
+    /// name is joined once per family, not written in two pieces per series).
     pub(super) fn new(
         out: &'w mut Vec<u8>,
         om: bool,
         name: &'static str,
         kind: Kind,
+        series: &'w mut String,
         le: &'w mut LeCache,
     ) -> Writer<'w> {
+        series.clear();
+        series.push_str(name);
+        series.push_str(kind.suffix());
         Writer {
             out,
             om,
             name,
             kind,
+            series,
             le,
         }
     }
@@ -219,22 +252,17 @@ impl<'w> Writer<'w> {
         for (le, n) in buckets {
             cumulative += n;
             let out = &mut *self.out;
-            out.extend_from_slice(self.name.as_bytes());
+            out.extend_from_slice(self.series.as_bytes());
             out.extend_from_slice(b"_bucket{");
             if self.om {
                 out.extend_from_slice(b"le=\"");
                 out.extend_from_slice(le.as_bytes());
                 out.push(b'"');
-                for (k, v) in l.pairs() {
-                    out.push(b',');
-                    label(out, k, v);
-                }
+                out.push(b',');
+                labels(out, l);
             } else {
-                for (k, v) in l.pairs() {
-                    label(out, k, v);
-                    out.push(b',');
-                }
-                out.extend_from_slice(b"le=\"");
+                labels(out, l);
+                out.extend_from_slice(b",le=\"");
                 out.extend_from_slice(le.as_bytes());
                 out.push(b'"');
             }
@@ -260,16 +288,13 @@ impl<'w> Writer<'w> {
 
     fn name_and_labels(&mut self, l: &Labels<'_>, suffix: &str) {
         let out = &mut *self.out;
-        out.extend_from_slice(self.name.as_bytes());
-        out.extend_from_slice(self.kind.suffix().as_bytes());
-        out.extend_from_slice(suffix.as_bytes());
-        if let Some(((k, v), rest)) = l.pairs().split_first() {
+        out.extend_from_slice(self.series.as_bytes());
+        if !suffix.is_empty() {
+            out.extend_from_slice(suffix.as_bytes());
+        }
+        if l.n > 0 || !l.pre.is_empty() {
             out.push(b'{');
-            label(out, k, v);
-            for (k, v) in rest {
-                out.push(b',');
-                label(out, k, v);
-            }
+            labels(out, l);
             out.push(b'}');
         }
     }
@@ -294,6 +319,19 @@ impl<'w> Writer<'w> {
         } else {
             self.out.extend_from_slice(nonfinite(v).as_bytes());
         }
+    }
+}
+
+/// The labels of `l`, comma-separated, without braces; every series has at least one.
+fn labels(out: &mut Vec<u8>, l: &Labels<'_>) {
+    let mut first = l.pre.is_empty();
+    out.extend_from_slice(l.pre);
+    for (k, v) in l.pairs() {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        label(out, k, v);
     }
 }
 
@@ -375,8 +413,8 @@ mod tests {
 
     fn gauge_line(om: bool, v: f64) -> String {
         let mut out = Vec::new();
-        let mut le = LeCache::default();
-        Writer::new(&mut out, om, "g", Kind::Gauge, &mut le).gauge(&Labels::NONE, v);
+        let (mut le, mut series) = (LeCache::default(), String::new());
+        Writer::new(&mut out, om, "g", Kind::Gauge, &mut series, &mut le).gauge(&Labels::NONE, v);
         String::from_utf8(out).expect("utf-8")
     }
 
