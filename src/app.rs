@@ -139,7 +139,6 @@ async fn serve(cli: Cli, cfg: Config, plan: Plan) -> u8 {
     let web = Arc::new(Web {
         state: state.clone(),
         config: config.clone(),
-        registry: crate::metrics::registry(state.clone(), config.clone()),
         telemetry_path: cli.telemetry_path.clone(),
         reload: reload_tx.clone(),
         web_config,

@@ -1,6 +1,9 @@
 //! The one integration-test binary (one link step). Each area is a module under `tests/it/`;
 //! shared fakes and helpers are under `tests/support/`.
 
+/// The criterion benches' fixtures (issue 8's 1,000-mailbox state), for `metrics_encoder`.
+#[path = "../benches/support/mod.rs"]
+mod bench_support;
 #[path = "support/mod.rs"]
 mod support;
 
@@ -30,6 +33,8 @@ mod login_mailstack;
 mod login_scripted;
 #[path = "it/mailstack.rs"]
 mod mailstack;
+#[path = "it/metrics_encoder.rs"]
+mod metrics_encoder;
 #[path = "it/oauth.rs"]
 mod oauth;
 #[path = "it/proxy.rs"]

@@ -2,7 +2,7 @@
 //!
 //! | method | path | what |
 //! | --- | --- | --- |
-//! | GET | `/metrics` (`--web.telemetry-path`) | Prometheus text 0.0.4, or OpenMetrics 1.0 when the `Accept` header asks for it |
+//! | GET | `/metrics` (`--web.telemetry-path`) | Prometheus text 0.0.4, or OpenMetrics 1.0 when the `Accept` header asks for it; streamed in chunks ([`scrape`]) |
 //! | GET | `/` | status page: every check with its state, reason, last success; links to transcripts |
 //! | GET | `/checks/{id}` | the last run's transcript of one check (HTML; `?format=text` for plain text) |
 //! | GET | `/-/healthy` | 200 while the process serves |
@@ -12,6 +12,7 @@
 //! Nothing here does network I/O towards Microsoft: pages only read [`State`]. Connections are
 //! bounded in number and in header-read time so a slow or hostile client cannot pin the server.
 
+pub mod scrape;
 pub mod status;
 pub mod webconfig;
 
@@ -23,11 +24,10 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
-use http_body_util::Full;
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -48,14 +48,14 @@ pub type ReloadRequest = oneshot::Sender<Result<(), String>>;
 pub struct Web {
     pub state: Arc<State>,
     pub config: Arc<ArcSwap<Config>>,
-    pub registry: Registry,
     pub telemetry_path: String,
     pub reload: mpsc::Sender<ReloadRequest>,
     /// TLS and basic auth from `--web.config.file` (default: neither).
     pub web_config: webconfig::WebConfig,
 }
 
-type Body = Full<Bytes>;
+/// A page whole, or the `/metrics` exposition streamed.
+type Body = Either<Full<Bytes>, scrape::ScrapeBody>;
 
 /// Bind `addr` (`:10030` means every interface).
 pub async fn bind(addr: &str) -> std::io::Result<TcpListener> {
@@ -193,6 +193,7 @@ async fn handle(web: &Web, req: Request<Incoming>, peer: SocketAddr) -> Response
     }
 }
 
+/// The exposition, streamed (see [`scrape`]); HEAD gets the same head, and hyper sends no body.
 fn metrics(web: &Web, req: &Request<Incoming>) -> Response<Body> {
     let accept = req
         .headers()
@@ -200,20 +201,14 @@ fn metrics(web: &Web, req: &Request<Incoming>) -> Response<Body> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let om = wants_openmetrics(accept);
-    match crate::metrics::render(&web.registry, om) {
-        Ok(body) => {
-            let ct = if om {
-                crate::metrics::CONTENT_TYPE_OPENMETRICS
-            } else {
-                crate::metrics::CONTENT_TYPE_TEXT
-            };
-            respond(StatusCode::OK, ct, body)
-        }
-        Err(_) => text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "encoding metrics failed\n".into(),
-        ),
-    }
+    // One configuration snapshot for the whole scrape, however long the scraper takes.
+    let scrape = crate::metrics::Scrape::new(web.state.clone(), web.config.load_full(), om);
+    let content_type = scrape.content_type();
+    with_headers(
+        Response::new(Either::Right(scrape::ScrapeBody::new(scrape))),
+        StatusCode::OK,
+        content_type,
+    )
 }
 
 /// Whether an `Accept` header prefers OpenMetrics (Prometheus sends it first, with the highest
@@ -288,7 +283,11 @@ fn percent_decode(s: &str) -> String {
 }
 
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
-    let mut r = Response::new(Full::new(Bytes::from(body)));
+    let r = Response::new(Either::Left(Full::new(Bytes::from(body))));
+    with_headers(r, status, content_type)
+}
+
+fn with_headers(mut r: Response<Body>, status: StatusCode, content_type: &str) -> Response<Body> {
     *r.status_mut() = status;
     if let Ok(v) = header::HeaderValue::from_str(content_type) {
         r.headers_mut().insert(header::CONTENT_TYPE, v);

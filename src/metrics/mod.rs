@@ -1,111 +1,254 @@
-//! The `/metrics` collector: renders the latest results held in [`State`]; never does I/O.
+//! `/metrics`: the exposition of the latest results held in [`State`]; never does I/O.
 //!
-//! The registry is built once at start-up with one [`Collector`] that reads the state on each
-//! scrape, so checks added or removed by a reload appear or vanish without re-registering.
+//! A scrape is a [`Scrape`]: it takes the configuration snapshot, the token records and the
+//! Graph results once, then writes the body a chunk at a time ([`Scrape::fill`]), taking the
+//! state's read lock per chunk only, so a slow scraper never holds the lock and the whole body
+//! (3.6 MB at 1,000 mailboxes, docs/benchmarks.md) never exists at once. A chunk ends between
+//! two items of a family (an endpoint, a login...): every series line is whole and every family
+//! contiguous under its one HELP/TYPE; the view is not one instant across chunks (a check may
+//! publish in between), which a scrape does not need.
+//!
+//! The lines are written by the hand-written writer in [`text`], byte-identical to
+//! prometheus-client's encoders, which stay compiled as the reference ([`reference`]): the tests
+//! below compare the two in both formats.
+//!
 //! Every configured check has its series from the first scrape (pending checks report
 //! `reason="pending"`). Label values are bounded: configured short names, closed enums (`reason`,
 //! `phase`, `protocol`, `tls`), never e-mail addresses or free text. The names and meanings are
 //! the contract in `docs/metrics.md`, which a test compares with a live scrape.
 
+mod families;
+pub mod reference;
+mod text;
+
 use std::collections::BTreeMap;
-use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use arc_swap::ArcSwap;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, LabelSetEncoder, NoLabelSet};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::registry::Registry;
-
-use crate::config::Config;
+use crate::config::{Config, TlsMode};
+use crate::graph::store::Snapshot;
 use crate::probe::{Phase, Protocol};
-use crate::state::{unix, CheckKey, CheckRecord, Histogram, State};
+use crate::state::{unix, CheckKey, CheckRecord, ReloadStatus, State, TokenRecord};
+use families::{Ctx, Login, Records, Walk, FAMILIES};
+use text::{Labels, LeCache, Writer};
 
-/// The labels of one series, borrowed from the configuration and the state being encoded.
-///
-/// A scrape at 1,000 mailboxes writes ~43,000 series (docs/benchmarks.md); an owned `Vec` of
-/// `String`s per series made allocation the bulk of the encode time, so labels are a fixed,
-/// inline array of borrowed values instead.
-#[derive(Clone, Copy, Debug)]
-struct Labels<'a> {
-    kv: [(&'static str, &'a str); 4],
-    n: usize,
-}
-
-impl<'a> Labels<'a> {
-    const NONE: Labels<'static> = Labels {
-        kv: [("", ""); 4],
-        n: 0,
-    };
-
-    fn of<const N: usize>(pairs: [(&'static str, &'a str); N]) -> Labels<'a> {
-        let mut l = Labels {
-            kv: [("", ""); 4],
-            n: 0,
-        };
-        for kv in pairs {
-            l.push(kv);
-        }
-        l
-    }
-
-    /// Add a label; a fifth is an invariant violation (no family has more than four).
-    fn push(&mut self, kv: (&'static str, &'a str)) {
-        debug_assert!(self.n < self.kv.len(), "more than four labels");
-        if let Some(slot) = self.kv.get_mut(self.n) {
-            *slot = kv;
-            self.n += 1;
-        }
-    }
-}
-
-impl EncodeLabelSet for Labels<'_> {
-    fn encode(&self, encoder: &mut LabelSetEncoder) -> Result<(), fmt::Error> {
-        (&self.kv[..self.n]).encode(encoder)
-    }
-}
-
-/// Reads [`State`] (and the current config, for info series) on every scrape.
-#[derive(Debug)]
-pub struct Collector {
-    state: Arc<State>,
-    config: Arc<ArcSwap<Config>>,
-}
-
-/// Build the registry (once, at start-up).
-pub fn registry(state: Arc<State>, config: Arc<ArcSwap<Config>>) -> Registry {
-    let mut r = Registry::default();
-    r.register_collector(Box::new(Collector { state, config }));
-    r
-}
-
-/// Size of the last body rendered, so the next one is allocated once instead of growing (and
-/// copying) through a dozen doublings: a body is megabytes at a thousand mailboxes.
-static LAST_BODY_LEN: AtomicUsize = AtomicUsize::new(16 * 1024);
-
-/// Render in the Prometheus text format 0.0.4, or OpenMetrics 1.0 when `openmetrics`.
-pub fn render(registry: &Registry, openmetrics: bool) -> Result<String, fmt::Error> {
-    let last = LAST_BODY_LEN.load(Ordering::Relaxed);
-    // A little headroom for values that grew a digit; not more, the body is the scrape's peak.
-    let mut out = String::with_capacity(last + last / 32);
-    if openmetrics {
-        prometheus_client::encoding::text::encode(&mut out, registry)?;
-    } else {
-        prometheus_client::encoding::prometheus_text::encode(&mut out, registry)?;
-    }
-    LAST_BODY_LEN.store(out.len(), Ordering::Relaxed);
-    Ok(out)
-}
+pub use reference::{registry, registry_at, render_reference};
 
 /// Content types of the two formats.
 pub const CONTENT_TYPE_TEXT: &str = "text/plain; version=0.0.4; charset=utf-8";
 pub const CONTENT_TYPE_OPENMETRICS: &str =
     "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
+/// One scrape of `/metrics` in progress: what it read at its start, and where it is.
+#[derive(Debug)]
+pub struct Scrape {
+    state: Arc<State>,
+    cfg: Arc<Config>,
+    tokens: BTreeMap<String, TokenRecord>,
+    graph: Snapshot,
+    reload: ReloadStatus,
+    now_s: f64,
+    /// Every configured login, in configuration order: index into `cfg.mailboxes`, protocol,
+    /// and where its labels are in `login_labels`.
+    logins: Vec<(u32, Protocol, u32, u32)>,
+    /// `mailbox="...",protocol="..."` of every login, rendered once for its ~14 series.
+    login_labels: Vec<u8>,
+    /// The sample name of the family being written (see `text::Writer::new`).
+    series: String,
+    openmetrics: bool,
+    /// Index into `FAMILIES` of the family being written.
+    family: usize,
+    /// Next item of that family's list.
+    item: usize,
+    header_written: bool,
+    done: bool,
+    le: LeCache,
+}
+
+impl Scrape {
+    /// Start a scrape of `state` under `cfg` (the snapshot the whole scrape uses), in the
+    /// Prometheus text format 0.0.4, or OpenMetrics 1.0 when `openmetrics`.
+    pub fn new(state: Arc<State>, cfg: Arc<Config>, openmetrics: bool) -> Scrape {
+        Scrape::at(state, cfg, openmetrics, SystemTime::now())
+    }
+
+    /// [`Scrape::new`] with the scrape's clock (`o365_token_age_seconds`) at `now`.
+    pub fn at(state: Arc<State>, cfg: Arc<Config>, openmetrics: bool, now: SystemTime) -> Scrape {
+        let mut login_labels = Vec::new();
+        let mut logins = Vec::new();
+        // u32 offsets: a configuration is far below 4 GB of labels (and a login past it is
+        // skipped by the bounds checks where it is read, not mislabelled).
+        let at = |v: &Vec<u8>| u32::try_from(v.len()).unwrap_or(u32::MAX);
+        for (i, m) in cfg.mailboxes.iter().enumerate() {
+            for p in &m.protocols {
+                let start = at(&login_labels);
+                text::render_labels(
+                    &mut login_labels,
+                    &[("mailbox", m.name.as_str()), ("protocol", p.as_str())],
+                );
+                let i = u32::try_from(i).unwrap_or(u32::MAX);
+                logins.push((i, *p, start, at(&login_labels)));
+            }
+        }
+        Scrape {
+            tokens: state.tokens(),
+            graph: state.graph.snapshot(),
+            reload: state.reload_status(),
+            now_s: unix(now),
+            state,
+            cfg,
+            logins,
+            login_labels,
+            series: String::new(),
+            openmetrics,
+            family: 0,
+            item: 0,
+            header_written: false,
+            done: false,
+            le: LeCache::default(),
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        if self.openmetrics {
+            CONTENT_TYPE_OPENMETRICS
+        } else {
+            CONTENT_TYPE_TEXT
+        }
+    }
+
+    /// Append the next part of the body to `out`: items until `out` holds at least `limit`
+    /// bytes (the item that crosses it is written whole), or the end. Returns whether more
+    /// follows; once it returned false, it appends nothing.
+    pub fn fill(&mut self, out: &mut Vec<u8>, limit: usize) -> bool {
+        if self.done {
+            return false;
+        }
+        let state = Arc::clone(&self.state);
+        let more = state.with_checks(|checks| self.fill_locked(checks, out, limit));
+        if !more {
+            if self.openmetrics {
+                out.extend_from_slice(b"# EOF\n");
+            }
+            self.done = true;
+        }
+        more
+    }
+
+    fn fill_locked(
+        &mut self,
+        checks: &BTreeMap<CheckKey, CheckRecord>,
+        out: &mut Vec<u8>,
+        limit: usize,
+    ) -> bool {
+        let ctx = Ctx {
+            cfg: &self.cfg,
+            tokens: &self.tokens,
+            graph: &self.graph,
+            reload: &self.reload,
+            started: self.state.started,
+            now_s: self.now_s,
+        };
+        let cfg = ctx.cfg;
+        let (item, le, series) = (&mut self.item, &mut self.le, &mut self.series);
+        let mut records = Records::new(checks);
+        while let Some(f) = FAMILIES.get(self.family) {
+            let mut w = Writer::new(out, self.openmetrics, f.name, f.kind, series, le);
+            if !self.header_written {
+                w.header(f.help);
+                self.header_written = true;
+            }
+            let more = match f.walk {
+                Walk::Once(emit) => {
+                    emit(&mut w, &ctx);
+                    false
+                }
+                Walk::Endpoints(emit) => walk(&mut w, item, cfg.endpoints.len(), limit, |w, i| {
+                    let Some(ep) = cfg.endpoints.get(i) else {
+                        return;
+                    };
+                    if let Some(r) = records.endpoint(&ep.name) {
+                        emit(w, ep, r);
+                    }
+                }),
+                Walk::Credentials(emit) => {
+                    walk(&mut w, item, cfg.credentials.len(), limit, |w, i| {
+                        let Some(c) = cfg.credentials.get(i) else {
+                            return;
+                        };
+                        if let Some(t) = ctx.tokens.get(&c.name) {
+                            emit(w, &ctx, c, t);
+                        }
+                    })
+                }
+                Walk::Logins(emit) => walk(&mut w, item, self.logins.len(), limit, |w, i| {
+                    let Some(&(mi, p, start, end)) = self.logins.get(i) else {
+                        return;
+                    };
+                    let (Some(m), Some(labels)) = (
+                        cfg.mailboxes.get(mi as usize),
+                        self.login_labels.get(start as usize..end as usize),
+                    ) else {
+                        return;
+                    };
+                    if let Some(r) = records.login(&m.name, p) {
+                        emit(w, &Login { m, p, labels }, r);
+                    }
+                }),
+                Walk::Mailboxes(emit) => walk(&mut w, item, cfg.mailboxes.len(), limit, |w, i| {
+                    if let Some(m) = cfg.mailboxes.get(i) {
+                        emit(w, m, &mut records);
+                    }
+                }),
+            };
+            if more {
+                return true;
+            }
+            self.family += 1;
+            *item = 0;
+            self.header_written = false;
+            if out.len() >= limit && self.family < FAMILIES.len() {
+                return true;
+            }
+        }
+        false
+    }
+}
+
+/// Write items `*item..len` with `one`, stopping after the one that fills the buffer to
+/// `limit`. Returns whether items are left.
+fn walk(
+    w: &mut Writer<'_>,
+    item: &mut usize,
+    len: usize,
+    limit: usize,
+    mut one: impl FnMut(&mut Writer<'_>, usize),
+) -> bool {
+    while *item < len {
+        one(w, *item);
+        *item += 1;
+        if w.out.len() >= limit && *item < len {
+            return true;
+        }
+    }
+    false
+}
+
+/// The whole body of one scrape at once (tests, benches, tools; `/metrics` streams it).
+pub fn render(state: Arc<State>, cfg: Arc<Config>, openmetrics: bool) -> String {
+    render_scrape(Scrape::new(state, cfg, openmetrics))
+}
+
+/// The whole body of `scrape`.
+pub fn render_scrape(mut scrape: Scrape) -> String {
+    let mut out = Vec::new();
+    while scrape.fill(&mut out, usize::MAX) {}
+    // The writer appends only `&str` pieces and ASCII, so this is UTF-8.
+    String::from_utf8(out).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+}
+
 /// Phases reported for an endpoint of each TLS mode (pre-created so series exist at once).
-fn endpoint_phases(tls: crate::config::TlsMode) -> &'static [Phase] {
-    use crate::config::TlsMode;
+fn endpoint_phases(tls: TlsMode) -> &'static [Phase] {
     match tls {
         TlsMode::None => &[Phase::Dns, Phase::Connect],
         TlsMode::Implicit => &[Phase::Dns, Phase::Connect, Phase::Tls],
@@ -120,92 +263,20 @@ fn endpoint_phases(tls: crate::config::TlsMode) -> &'static [Phase] {
 }
 
 /// Phases of a login dialogue per protocol.
-pub fn login_phases(p: Protocol, tls: crate::config::TlsMode) -> Vec<Phase> {
-    let mut v = vec![Phase::Dns, Phase::Connect];
-    if tls.is_starttls() || p == Protocol::Smtp {
-        v.extend([Phase::Greeting, Phase::Starttls, Phase::Tls]);
-    } else {
-        v.extend([Phase::Tls, Phase::Greeting]);
-    }
-    if p != Protocol::Pop3 {
-        v.push(Phase::Capability);
-    }
-    v.extend([Phase::Auth, Phase::Mailbox, Phase::Logout]);
-    v
-}
-
-struct Enc<'a, 'b> {
-    e: &'a mut DescriptorEncoder<'b>,
-}
-
-impl Enc<'_, '_> {
-    fn gauge<'l>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Labels<'l>, f64)>,
-    ) -> fmt::Result {
-        let mut m = self
-            .e
-            .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (l, v) in samples {
-            m.encode_family(&l)?.encode_gauge(&v)?;
-        }
-        Ok(())
-    }
-
-    /// `name` without `_total`; the encoder appends it.
-    fn counter<'l>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Labels<'l>, u64)>,
-    ) -> fmt::Result {
-        let mut m = self
-            .e
-            .encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (l, v) in samples {
-            m.encode_family(&l)?
-                .encode_counter::<NoLabelSet, _, u64>(&v, None)?;
-        }
-        Ok(())
-    }
-
-    /// `name` without `_info`; the encoder appends it.
-    fn info<'l>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = Labels<'l>>,
-    ) -> fmt::Result {
-        let mut m = self
-            .e
-            .encode_descriptor(name, help, None, MetricType::Info)?;
-        for l in samples {
-            m.encode_info(&l)?;
-        }
-        Ok(())
-    }
-
-    fn histogram<'l, 'h>(
-        &mut self,
-        name: &str,
-        help: &str,
-        samples: impl IntoIterator<Item = (Labels<'l>, &'h Histogram)>,
-    ) -> fmt::Result {
-        let mut m = self
-            .e
-            .encode_descriptor(name, help, None, MetricType::Histogram)?;
-        let mut buckets: Vec<(f64, u64)> = Vec::new();
-        for (l, h) in samples {
-            buckets.clear();
-            buckets.extend(h.bounds.iter().copied().zip(h.counts.iter().copied()));
-            let in_buckets: u64 = h.counts.iter().sum();
-            buckets.push((f64::INFINITY, h.count - in_buckets));
-            m.encode_family(&l)?
-                .encode_histogram::<NoLabelSet>(h.sum, h.count, &buckets, None)?;
-        }
-        Ok(())
+pub fn login_phases(p: Protocol, tls: TlsMode) -> &'static [Phase] {
+    use Phase::*;
+    match (
+        tls.is_starttls() || p == Protocol::Smtp,
+        p == Protocol::Pop3,
+    ) {
+        (true, false) => &[
+            Dns, Connect, Greeting, Starttls, Tls, Capability, Auth, Mailbox, Logout,
+        ],
+        (true, true) => &[Dns, Connect, Greeting, Starttls, Tls, Auth, Mailbox, Logout],
+        (false, false) => &[
+            Dns, Connect, Tls, Greeting, Capability, Auth, Mailbox, Logout,
+        ],
+        (false, true) => &[Dns, Connect, Tls, Greeting, Auth, Mailbox, Logout],
     }
 }
 
@@ -215,589 +286,6 @@ fn l1<'a>(k: &'static str, v: &'a str) -> Labels<'a> {
 
 fn opt_ts(t: Option<SystemTime>) -> f64 {
     t.map(unix).unwrap_or(0.0)
-}
-
-impl prometheus_client::collector::Collector for Collector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
-        // Encoded under the state's read lock instead of on a copy: copying every check's record
-        // (transcripts included) cost more than encoding it. Publishing waits meanwhile; the
-        // encode is CPU only, no I/O (docs/benchmarks.md has the figures).
-        self.state
-            .with_checks(|checks| self.encode_checks(checks, &mut encoder))
-    }
-}
-
-impl Collector {
-    fn encode_checks(
-        &self,
-        checks: &BTreeMap<CheckKey, CheckRecord>,
-        encoder: &mut DescriptorEncoder,
-    ) -> fmt::Result {
-        let cfg = self.config.load();
-        let tokens = self.state.tokens();
-        let reload = self.state.reload_status();
-        let now = SystemTime::now();
-        let mut e = Enc { e: encoder };
-
-        // --- exporter ---
-        e.info(
-            "o365_exporter_build",
-            "Build information of the exporter; value is always 1",
-            [Labels::of([
-                ("version", crate::VERSION),
-                ("cloud", cfg.cloud.name),
-            ])],
-        )?;
-        e.gauge(
-            "o365_exporter_config_last_reload_successful",
-            "Whether the last configuration reload succeeded (1) or was refused (0)",
-            [(Labels::NONE, if reload.successful { 1.0 } else { 0.0 })],
-        )?;
-        e.gauge(
-            "o365_exporter_config_last_reload_success_timestamp_seconds",
-            "Time of the last successful configuration load",
-            [(Labels::NONE, unix(reload.last_success))],
-        )?;
-        e.gauge(
-            "o365_exporter_start_time_seconds",
-            "Time the exporter started",
-            [(Labels::NONE, unix(self.state.started))],
-        )?;
-
-        // --- endpoints ---
-        let eps: Vec<_> = cfg
-            .endpoints
-            .iter()
-            .filter_map(|ep| {
-                checks
-                    .get(&CheckKey::Endpoint(ep.name.clone()))
-                    .map(|r| (ep, r))
-            })
-            .collect();
-        let ports: Vec<String> = eps.iter().map(|(ep, _)| ep.port.to_string()).collect();
-        e.info(
-            "o365_endpoint",
-            "Configured endpoint: host, port and TLS mode; value is always 1",
-            eps.iter().zip(&ports).map(|((ep, _), port)| {
-                Labels::of([
-                    ("endpoint", ep.name.as_str()),
-                    ("host", ep.host.as_str()),
-                    ("port", port.as_str()),
-                    ("tls", ep.tls.as_str()),
-                ])
-            }),
-        )?;
-        e.gauge(
-            "o365_endpoint_up",
-            "Whether the last check of the endpoint succeeded (DNS, TCP, STARTTLS and TLS as configured)",
-            eps.iter().map(|(ep, r)| (l1("endpoint", &ep.name), b(r.latest.success)))
-        )?;
-        e.gauge(
-            "o365_endpoint_reason",
-            "Reason of the last check of the endpoint (ok, pending or a failure reason); one series per endpoint, value 1",
-            eps.iter()
-                .map(|(ep, r)| (Labels::of([("endpoint", ep.name.as_str()), ("reason", r.latest.reason.as_str())]), 1.0))
-        )?;
-        e.gauge(
-            "o365_endpoint_phase_duration_seconds",
-            "Duration of each phase of the last check of the endpoint",
-            eps.iter().flat_map(|(ep, r)| {
-                endpoint_phases(ep.tls).iter().map(move |ph| {
-                    (
-                        Labels::of([("endpoint", ep.name.as_str()), ("phase", ph.as_str())]),
-                        r.latest
-                            .phase_duration(*ph)
-                            .map(|d| d.as_secs_f64())
-                            .unwrap_or(0.0),
-                    )
-                })
-            }),
-        )?;
-        e.gauge(
-            "o365_endpoint_check_duration_seconds",
-            "Total duration of the last check of the endpoint",
-            eps.iter()
-                .map(|(ep, r)| (l1("endpoint", &ep.name), r.latest.duration.as_secs_f64())),
-        )?;
-        e.gauge(
-            "o365_endpoint_last_check_timestamp_seconds",
-            "When the last check of the endpoint finished (0 before the first)",
-            eps.iter().map(|(ep, r)| {
-                let t = if r.runs == 0 {
-                    None
-                } else {
-                    Some(r.latest.started + r.latest.duration)
-                };
-                (l1("endpoint", &ep.name), opt_ts(t))
-            }),
-        )?;
-        e.gauge(
-            "o365_endpoint_last_success_timestamp_seconds",
-            "When a check of the endpoint last succeeded (0 if never since start)",
-            eps.iter()
-                .map(|(ep, r)| (l1("endpoint", &ep.name), opt_ts(r.last_success))),
-        )?;
-        e.counter(
-            "o365_endpoint_checks",
-            "Checks of the endpoint run since start",
-            eps.iter().map(|(ep, r)| (l1("endpoint", &ep.name), r.runs)),
-        )?;
-        e.counter(
-            "o365_endpoint_failures",
-            "Failed checks of the endpoint since start, by reason",
-            eps.iter().flat_map(|(ep, r)| {
-                r.failures.iter().map(move |(reason, n)| {
-                    (
-                        Labels::of([("endpoint", ep.name.as_str()), ("reason", reason.as_str())]),
-                        *n,
-                    )
-                })
-            }),
-        )?;
-        let tls_eps: Vec<_> = eps
-            .iter()
-            .filter(|(ep, _)| ep.tls != crate::config::TlsMode::None)
-            .collect();
-        e.histogram(
-            "o365_tls_handshake_duration_seconds",
-            "Duration of completed TLS handshakes with the endpoint",
-            tls_eps
-                .iter()
-                .map(|(ep, r)| (l1("endpoint", &ep.name), &r.tls_handshake)),
-        )?;
-        e.gauge(
-            "o365_tls_cert_not_after_timestamp_seconds",
-            "Expiry (notAfter) of the endpoint's leaf certificate, also when verification failed; present once a certificate was seen",
-            tls_eps
-                .iter()
-                .filter_map(|(ep, r)| {
-                    let t = r.latest.tls.as_ref()?.cert_not_after?;
-                    Some((l1("endpoint", &ep.name), t as f64))
-                })
-        )?;
-        e.gauge(
-            "o365_tls_verify_success",
-            "Whether the endpoint's certificate chain and name verified; present once a certificate was seen",
-            tls_eps
-                .iter()
-                .filter_map(|(ep, r)| {
-                    let t = r.latest.tls.as_ref()?;
-                    t.cert_not_after?;
-                    Some((l1("endpoint", &ep.name), b(t.verified)))
-                })
-        )?;
-        e.info(
-            "o365_tls",
-            "TLS version and cipher suite negotiated by the last successful handshake with the endpoint",
-            tls_eps
-                .iter()
-                .filter_map(|(ep, r)| {
-                    let t = r.latest.tls.as_ref()?;
-                    if t.version.is_empty() {
-                        return None;
-                    }
-                    Some(Labels::of([
-                        ("endpoint", ep.name.as_str()),
-                        ("version", t.version.as_str()),
-                        ("cipher", t.cipher.as_str()),
-                    ]))
-                })
-        )?;
-
-        // --- tokens ---
-        let creds: Vec<_> = cfg
-            .credentials
-            .iter()
-            .filter_map(|c| tokens.get(&c.name).map(|t| (c, t)))
-            .collect();
-        e.info(
-            "o365_token",
-            "Configured credential and its grant; value is always 1",
-            creds.iter().map(|(c, _)| {
-                Labels::of([("credential", c.name.as_str()), ("grant", c.grant.as_str())])
-            }),
-        )?;
-        e.counter(
-            "o365_token_requests",
-            "Token requests sent to the identity platform",
-            creds
-                .iter()
-                .map(|(c, t)| (l1("credential", &c.name), t.requests)),
-        )?;
-        e.counter(
-            "o365_token_request_failures",
-            "Failed token requests, by reason",
-            creds.iter().flat_map(|(c, t)| {
-                t.failures.iter().map(move |(reason, n)| {
-                    (
-                        Labels::of([("credential", c.name.as_str()), ("reason", *reason)]),
-                        *n,
-                    )
-                })
-            }),
-        )?;
-        e.gauge(
-            "o365_token_refresh_success",
-            "Whether the last token request succeeded (0 also before the first)",
-            creds.iter().map(|(c, t)| {
-                (
-                    l1("credential", &c.name),
-                    b(t.last_attempt_success == Some(true)),
-                )
-            }),
-        )?;
-        e.gauge(
-            "o365_token_reason",
-            "Reason of the last token request (ok, pending or a failure reason); one series per credential, value 1",
-            creds
-                .iter()
-                .map(|(c, t)| (Labels::of([("credential", c.name.as_str()), ("reason", t.last_reason)]), 1.0))
-        )?;
-        let ts = |v: Option<i64>| v.map(|x| x as f64).unwrap_or(0.0);
-        e.gauge(
-            "o365_token_last_success_timestamp_seconds",
-            "When a token was last obtained (0 if never since start)",
-            creds
-                .iter()
-                .map(|(c, t)| (l1("credential", &c.name), ts(t.last_success))),
-        )?;
-        e.gauge(
-            "o365_token_issued_timestamp_seconds",
-            "When the access token in use was issued (0 if none)",
-            creds
-                .iter()
-                .map(|(c, t)| (l1("credential", &c.name), ts(t.issued))),
-        )?;
-        e.gauge(
-            "o365_token_expiry_timestamp_seconds",
-            "When the access token in use expires (0 if none)",
-            creds
-                .iter()
-                .map(|(c, t)| (l1("credential", &c.name), ts(t.expires))),
-        )?;
-        let now_s = unix(now);
-        e.gauge(
-            "o365_token_age_seconds",
-            "Age of the access token in use, computed at scrape time (0 if none)",
-            creds.iter().map(|(c, t)| {
-                (
-                    l1("credential", &c.name),
-                    t.issued.map(|i| (now_s - i as f64).max(0.0)).unwrap_or(0.0),
-                )
-            }),
-        )?;
-        e.histogram(
-            "o365_token_request_duration_seconds",
-            "Duration of token requests",
-            creds
-                .iter()
-                .map(|(c, t)| (l1("credential", &c.name), &t.request_duration)),
-        )?;
-        e.gauge(
-            "o365_refresh_token_last_rotated_timestamp_seconds",
-            "When the stored refresh token was last rotated (delegated credentials; 0 if unknown)",
-            creds
-                .iter()
-                .filter(|(c, _)| c.grant == crate::config::GrantKind::RefreshToken)
-                .map(|(c, t)| (l1("credential", &c.name), ts(t.refresh_token_rotated))),
-        )?;
-        e.gauge(
-            "o365_token_identity_match",
-            "Whether the token belongs to expected_identity (1), to someone else (0); absent when unknown",
-            creds
-                .iter()
-                .filter_map(|(c, t)| Some((l1("credential", &c.name), b(t.identity_match?))))
-        )?;
-        e.gauge(
-            "o365_token_scope_present",
-            "Whether the token carries each scope or role the configured protocols need; absent when the token is opaque",
-            creds
-                .iter()
-                .flat_map(|(c, t)| {
-                    t.scopes
-                        .iter()
-                        .map(move |(s, ok)| (Labels::of([("credential", c.name.as_str()), ("scope", s.as_str())]), b(*ok)))
-                })
-        )?;
-        e.gauge(
-            "o365_client_secret_expiry_timestamp_seconds",
-            "When the credential's client secret or certificate expires (from secret_expires); absent when unknown",
-            creds
-                .iter()
-                .filter_map(|(c, t)| Some((l1("credential", &c.name), t.secret_expires? as f64)))
-        )?;
-
-        // --- mailbox logins ---
-        let logins: Vec<_> = cfg
-            .mailboxes
-            .iter()
-            .flat_map(|m| m.protocols.iter().map(move |p| (m, *p)))
-            .filter_map(|(m, p)| {
-                let key = CheckKey::Login {
-                    mailbox: m.name.clone(),
-                    protocol: p,
-                };
-                checks.get(&key).map(|r| (m, p, r))
-            })
-            .collect();
-        fn mp(m: &crate::config::Mailbox, p: Protocol) -> Labels<'_> {
-            Labels::of([("mailbox", m.name.as_str()), ("protocol", p.as_str())])
-        }
-        e.info(
-            "o365_mailbox",
-            "Configured mailbox: its credential and whether it is reached through a delegate (shared mailbox); value is always 1",
-            cfg.mailboxes
-                .iter()
-                .map(|m| {
-                    Labels::of([
-                        ("mailbox", m.name.as_str()),
-                        ("credential", m.credential.as_str()),
-                        ("shared", if m.login_as.is_some() { "true" } else { "false" }),
-                    ])
-                })
-        )?;
-        e.gauge(
-            "o365_login_success",
-            "Whether the last login to the mailbox over the protocol succeeded, including the mailbox command after authentication",
-            logins.iter().map(|(m, p, r)| (mp(m, *p), b(r.latest.success)))
-        )?;
-        e.gauge(
-            "o365_login_reason",
-            "Reason of the last login (ok, pending or a failure reason); one series per mailbox and protocol, value 1",
-            logins
-                .iter()
-                .map(|(m, p, r)| {
-                    let mut l = mp(m, *p);
-                    l.push(("reason", r.latest.reason.as_str()));
-                    (l, 1.0)
-                })
-        )?;
-        e.gauge(
-            "o365_login_phase_duration_seconds",
-            "Duration of each phase of the last login",
-            logins.iter().flat_map(|(m, p, r)| {
-                login_phases(*p, m.server(*p).tls)
-                    .into_iter()
-                    .map(move |ph| {
-                        let mut l = mp(m, *p);
-                        l.push(("phase", ph.as_str()));
-                        (
-                            l,
-                            r.latest
-                                .phase_duration(ph)
-                                .map(|d| d.as_secs_f64())
-                                .unwrap_or(0.0),
-                        )
-                    })
-            }),
-        )?;
-        e.counter(
-            "o365_login_attempts",
-            "Logins attempted since start",
-            logins.iter().map(|(m, p, r)| (mp(m, *p), r.runs)),
-        )?;
-        e.counter(
-            "o365_login_failures",
-            "Failed logins since start, by reason",
-            logins.iter().flat_map(|(m, p, r)| {
-                r.failures.iter().map(move |(reason, n)| {
-                    let mut l = mp(m, *p);
-                    l.push(("reason", reason.as_str()));
-                    (l, *n)
-                })
-            }),
-        )?;
-        e.gauge(
-            "o365_login_last_check_timestamp_seconds",
-            "When the last login attempt finished (0 before the first)",
-            logins.iter().map(|(m, p, r)| {
-                let t = if r.runs == 0 {
-                    None
-                } else {
-                    Some(r.latest.started + r.latest.duration)
-                };
-                (mp(m, *p), opt_ts(t))
-            }),
-        )?;
-        e.gauge(
-            "o365_login_last_success_timestamp_seconds",
-            "When a login last succeeded (0 if never since start)",
-            logins
-                .iter()
-                .map(|(m, p, r)| (mp(m, *p), opt_ts(r.last_success))),
-        )?;
-        // INBOX count: IMAP's EXAMINE if the mailbox is checked over IMAP, else POP3's STAT.
-        e.gauge(
-            "o365_mailbox_messages",
-            "Messages in the mailbox's INBOX at the last successful IMAP (else POP3) login; a growing count means the product's retriever has stalled",
-            cfg.mailboxes
-                .iter()
-                .filter_map(|m| {
-                    let pick = [Protocol::Imap, Protocol::Pop3].into_iter().find(|p| m.protocols.contains(p))?;
-                    let r = checks.get(&CheckKey::Login {
-                        mailbox: m.name.clone(),
-                        protocol: pick,
-                    })?;
-                    Some((l1("mailbox", &m.name), r.latest.messages? as f64))
-                })
-        )?;
-        graph(&mut e, &cfg, &self.state.graph.snapshot())?;
-        Ok(())
-    }
-}
-
-/// The Microsoft Graph checks' families (see `crate::graph`).
-fn graph(e: &mut Enc<'_, '_>, cfg: &Config, g: &crate::graph::store::Snapshot) -> fmt::Result {
-    let runs: Vec<_> = cfg
-        .graph
-        .iter()
-        .flat_map(|s| s.checks.iter().map(move |c| (s, *c)))
-        .filter_map(|(s, c)| g.checks.get(&(s.credential.clone(), c)).map(|r| (s, c, r)))
-        .collect();
-    fn cc(s: &crate::config::GraphSettings, c: crate::config::GraphCheck) -> Labels<'_> {
-        Labels::of([("credential", s.credential.as_str()), ("check", c.as_str())])
-    }
-    e.gauge(
-        "o365_graph_check_success",
-        "Whether the last run of the Microsoft Graph check succeeded",
-        runs.iter()
-            .map(|(s, c, r)| (cc(s, *c), b(r.reason == crate::graph::GraphReason::Ok)))
-            .collect::<Vec<_>>(),
-    )?;
-    e.gauge(
-        "o365_graph_check_reason",
-        "Reason of the last run of the Microsoft Graph check (ok, pending or a failure reason); one series per credential and check, value 1",
-        runs.iter()
-            .map(|(s, c, r)| {
-                let mut l = cc(s, *c);
-                l.push(("reason", r.reason.as_str()));
-                (l, 1.0)
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    e.gauge(
-        "o365_graph_last_check_timestamp_seconds",
-        "When the last run of the Microsoft Graph check finished (0 before the first)",
-        runs.iter()
-            .map(|(s, c, r)| (cc(s, *c), opt_ts(r.last_check)))
-            .collect::<Vec<_>>(),
-    )?;
-    e.gauge(
-        "o365_graph_last_success_timestamp_seconds",
-        "When the Microsoft Graph check last succeeded (0 if never since start)",
-        runs.iter()
-            .map(|(s, c, r)| (cc(s, *c), opt_ts(r.last_success)))
-            .collect::<Vec<_>>(),
-    )?;
-    e.counter(
-        "o365_graph_requests",
-        "Requests sent to Microsoft Graph by the check",
-        runs.iter()
-            .map(|(s, c, r)| (cc(s, *c), r.requests))
-            .collect::<Vec<_>>(),
-    )?;
-    e.counter(
-        "o365_graph_check_failures",
-        "Failed runs of the Microsoft Graph check since start, by reason",
-        runs.iter()
-            .flat_map(|(s, c, r)| {
-                r.failures.iter().map(move |(reason, n)| {
-                    let mut l = cc(s, *c);
-                    l.push(("reason", reason.as_str()));
-                    (l, *n)
-                })
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    e.gauge(
-        "o365_app_credential_expiry_timestamp_seconds",
-        "When each client secret (type password) or certificate of the credential's app registration expires, as Microsoft Graph reports it; once known",
-        cfg.graph
-            .iter()
-            .filter(|s| s.runs(crate::config::GraphCheck::AppCredentials))
-            .flat_map(|s| s.app_targets.iter())
-            .filter_map(|c| g.apps.get(c).map(|a| (c, a)))
-            .flat_map(|(c, a)| {
-                a.keys.iter().filter_map(move |k| {
-                    Some((
-                        Labels::of([
-                            ("credential", c.as_str()),
-                            ("key_id", k.key_id.as_str()),
-                            ("type", k.kind.as_str()),
-                        ]),
-                        k.end? as f64,
-                    ))
-                })
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    let lic: Vec<_> = cfg
-        .graph
-        .iter()
-        .flat_map(|s| s.licence_targets.iter())
-        .filter_map(|t| g.licences.get(&t.mailbox).map(|l| (&t.mailbox, l)))
-        .collect();
-    e.gauge(
-        "o365_mailbox_exchange_licensed",
-        "Whether the mailbox's user holds an Exchange plan that is Enabled or in its Warning grace period; once known",
-        lic.iter()
-            .map(|(m, l)| (l1("mailbox", m), b(l.status.licensed())))
-            .collect::<Vec<_>>(),
-    )?;
-    e.gauge(
-        "o365_mailbox_exchange_plan_status",
-        "State of the mailbox user's Exchange plan (Enabled, Warning, Suspended, LockedOut, Deleted, none, other); one series per mailbox, value 1; once known",
-        lic.iter()
-            .map(|(m, l)| {
-                (
-                    Labels::of([("mailbox", m.as_str()), ("status", l.status.as_str())]),
-                    1.0,
-                )
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    let health: Vec<_> = cfg
-        .graph
-        .iter()
-        .filter_map(|s| g.health.get(&s.credential).map(|h| (s, h)))
-        .collect();
-    e.gauge(
-        "o365_service_status",
-        "Status of the service as Microsoft's service health reports it (serviceOperational, serviceDegradation, ...); one series per credential and service, value 1; once known",
-        health
-            .iter()
-            .map(|(s, h)| {
-                (
-                    Labels::of([
-                        ("credential", s.credential.as_str()),
-                        ("service", h.service.as_str()),
-                        ("status", h.status),
-                    ]),
-                    1.0,
-                )
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    e.gauge(
-        "o365_service_issues_open",
-        "Open (unresolved) service issues of the service, by classification (incident, advisory, other); once known",
-        health
-            .iter()
-            .flat_map(|(s, h)| {
-                h.open.iter().map(move |(class, n)| {
-                    (
-                        Labels::of([
-                            ("credential", s.credential.as_str()),
-                            ("service", h.service.as_str()),
-                            ("classification", *class),
-                        ]),
-                        *n as f64,
-                    )
-                })
-            })
-            .collect::<Vec<_>>(),
-    )?;
-    Ok(())
 }
 
 fn b(v: bool) -> f64 {
@@ -1024,8 +512,7 @@ mailboxes:
             None,
         );
         graph_facts(&state, &cfg);
-        let reg = registry(state, Arc::new(ArcSwap::from(cfg)));
-        let text = render(&reg, false).expect("renders");
+        let text = render(state, cfg, false);
         let got = exposed(&text);
         let doc = documented();
         assert!(
@@ -1054,10 +541,253 @@ mailboxes:
     fn openmetrics_when_asked() {
         let cfg = Arc::new(full_config());
         let state = Arc::new(State::new());
-        let reg = registry(state, Arc::new(ArcSwap::from(cfg)));
-        let om = render(&reg, true).expect("renders");
-        assert!(om.trim_end().ends_with("# EOF"));
-        let text = render(&reg, false).expect("renders");
+        let om = render(state.clone(), cfg.clone(), true);
+        assert!(om.ends_with("\n# EOF\n"));
+        assert_eq!(om.matches("# EOF").count(), 1);
+        let text = render(state, cfg, false);
         assert!(!text.contains("# EOF"));
+    }
+
+    /// A configuration with every shape of family: TLS modes none/implicit/STARTTLS, both
+    /// grants, a shared mailbox, a POP3-only mailbox, mailboxes listed out of the state's order,
+    /// and a Graph section.
+    fn odd_config() -> Config {
+        let yaml = "\
+endpoints:
+  - {name: smtp, service: smtp}
+  - {name: plain, host: 127.0.0.1, port: 25, tls: none}
+  - {name: imaps, host: 127.0.0.1, port: 993, tls: implicit}
+  - {name: gone, host: 127.0.0.1, port: 995, tls: implicit}
+credentials:
+  - name: app
+    tenant: contoso.onmicrosoft.com
+    client_id: 11111111-2222-3333-4444-555555555555
+    grant: refresh_token
+    secret_expires: 2027-01-31
+  - name: reader
+    tenant: contoso.onmicrosoft.com
+    client_id: 22222222-2222-3333-4444-555555555555
+    grant: client_credentials
+    client_secret_file: config/secrets/example-client-secret.txt
+    graph: {}
+mailboxes:
+  - name: zulu
+    address: zulu@contoso.com
+    credential: app
+    protocols: [smtp, imap]
+  - name: support
+    address: support@contoso.com
+    credential: app
+    protocols: [imap, pop3, smtp]
+  - name: popper
+    address: popper@contoso.com
+    credential: reader
+    protocols: [pop3]
+  - name: shared
+    address: shared@contoso.com
+    credential: app
+    login_as: agent@contoso.com
+    protocols: [imap]
+  - name: alpha
+    address: alpha@contoso.com
+    credential: app
+    protocols: [imap, smtp]
+";
+        crate::config::load_str(yaml, "t.yaml", std::path::Path::new(".")).expect("valid")
+    }
+
+    /// State with pending checks, failures by several reasons, histograms with observations
+    /// in and above the buckets (and a NaN and an infinite sum), label values that need
+    /// escaping, Graph results, and one configured check without a record (as right after a
+    /// reload).
+    fn odd_state(cfg: &Config) -> Arc<State> {
+        use crate::probe::{Phase, Reason, TlsFacts};
+        let state = Arc::new(State::new());
+        let keys: Vec<CheckKey> = crate::schedule::check_keys(cfg)
+            .into_iter()
+            .filter(|k| *k != CheckKey::Endpoint("gone".into()))
+            .collect();
+        state.reconcile_checks(&keys);
+        let tls = TlsFacts {
+            version: "TLSv1.3 \"quoted\"".into(),
+            cipher: "back\\slash\nnewline".into(),
+            cert_not_after: Some(1_800_000_000),
+            verified: false,
+            ..Default::default()
+        };
+        let mut n = 0u64;
+        for key in keys
+            .iter()
+            .filter(|k| **k != CheckKey::Endpoint("plain".into()))
+        {
+            n += 1;
+            for reason in [Reason::Dns, Reason::AuthRejected, Reason::Dns] {
+                let mut o = Outcome::pending();
+                o.reason = reason;
+                o.started = SystemTime::UNIX_EPOCH
+                    + std::time::Duration::from_millis(1_750_000_000_123 + n);
+                o.duration = std::time::Duration::from_micros(1234 + n);
+                o.phases = vec![
+                    (Phase::Dns, std::time::Duration::from_nanos(1500 * n)),
+                    (Phase::Tls, std::time::Duration::from_micros(31_000_000)),
+                    (Phase::Auth, std::time::Duration::from_millis(7)),
+                ];
+                o.tls = Some(tls.clone());
+                o.messages = Some(n);
+                state.publish(key, o, None);
+            }
+            if n % 2 == 0 {
+                let mut o = Outcome::pending();
+                o.success = true;
+                o.reason = Reason::Ok;
+                o.started = SystemTime::now();
+                o.messages = Some(n);
+                state.publish(key, o, None);
+            }
+        }
+        state.reconcile_tokens(&[
+            ("app".into(), "refresh_token", Some(1_800_000_000)),
+            ("reader".into(), "client_credentials", None),
+        ]);
+        state.update_token("app", |t| {
+            t.identity_match = Some(false);
+            t.scopes = vec![
+                ("IMAP.AccessAsUser.All".into(), true),
+                ("odd \"scope\" \\ with\nnewline λ".into(), false),
+            ];
+            *t.failures.entry("network").or_insert(0) += 2;
+            *t.failures.entry("invalid_client").or_insert(0) += 1;
+            t.issued = Some(1_750_000_000);
+            t.refresh_token_rotated = Some(1_750_000_001);
+            for v in [0.001, 0.03, 0.7, 12.0, 99.0] {
+                t.request_duration.observe(v);
+            }
+        });
+        state.update_token("reader", |t| {
+            t.request_duration.observe(f64::NAN);
+            t.last_attempt_success = Some(false);
+            t.last_reason = "network";
+        });
+        state.update_token("app", |t| t.request_duration.observe(f64::INFINITY));
+        graph_facts(&state, cfg);
+        state
+    }
+
+    /// Both encoders' output on `state` under `cfg` in one format, at the same clock; the new
+    /// one also written in chunks of every item (limit 1), which must join to the same body.
+    fn both(state: &Arc<State>, cfg: &Arc<Config>, om: bool) -> (String, String, String) {
+        use arc_swap::ArcSwap;
+        let now = SystemTime::now();
+        let reg = registry_at(
+            state.clone(),
+            Arc::new(ArcSwap::from(cfg.clone())),
+            Some(now),
+        );
+        let reference = render_reference(&reg, om).expect("reference renders");
+        let ours = render_scrape(Scrape::at(state.clone(), cfg.clone(), om, now));
+        let mut scrape = Scrape::at(state.clone(), cfg.clone(), om, now);
+        let mut chunked = Vec::new();
+        let mut chunk = Vec::new();
+        let mut chunks = 0;
+        loop {
+            chunk.clear();
+            let more = scrape.fill(&mut chunk, 1);
+            assert!(chunk.is_empty() || chunk.ends_with(b"\n"), "whole lines");
+            chunked.extend_from_slice(&chunk);
+            chunks += 1;
+            if !more {
+                break;
+            }
+        }
+        assert!(chunks > 40, "one chunk per item: {chunks}");
+        let mut after = Vec::new();
+        assert!(
+            !scrape.fill(&mut after, 1) && after.is_empty(),
+            "nothing after the end"
+        );
+        (reference, ours, String::from_utf8(chunked).expect("utf-8"))
+    }
+
+    /// Line-by-line first, so a difference shows where it is; then the bytes.
+    fn assert_same(reference: &str, ours: &str, what: &str) {
+        for (i, (a, b)) in reference.lines().zip(ours.lines()).enumerate() {
+            assert_eq!(a, b, "{what}: line {}", i + 1);
+        }
+        assert_eq!(reference.len(), ours.len(), "{what}: length");
+        assert!(reference == ours, "{what}: bytes");
+    }
+
+    #[test]
+    fn same_bytes_as_prometheus_client_on_odd_state() {
+        let cfg = Arc::new(odd_config());
+        let state = odd_state(&cfg);
+        for om in [false, true] {
+            let (reference, ours, chunked) = both(&state, &cfg, om);
+            let what = if om { "openmetrics" } else { "text" };
+            assert_same(&reference, &ours, what);
+            assert_same(&reference, &chunked, what);
+            // the fixture reaches what it is for
+            for needle in [
+                "\\\"quoted\\\"",
+                "back\\\\slash\\nnewline",
+                "reason=\"pending\"",
+                "reason=\"auth_rejected\"",
+                "le=\"+Inf\"",
+                "o365_tls_handshake_duration_seconds_bucket",
+                "o365_graph_check_failures_total",
+                "o365_token_identity_match{credential=\"app\"} 0.0",
+                "o365_mailbox_messages{mailbox=\"popper\"}",
+                "shared=\"true\"",
+            ] {
+                assert!(ours.contains(needle), "{what}: no {needle:?}");
+            }
+            assert!(
+                !ours.contains("endpoint=\"gone\""),
+                "{what}: a check without record"
+            );
+            let nonfinite = if om {
+                [" NaN\n", " inf\n"]
+            } else {
+                [" NaN\n", " +Inf\n"]
+            };
+            for v in nonfinite {
+                assert!(ours.contains(v), "{what}: no {v:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn same_bytes_as_prometheus_client_when_nothing_ran() {
+        let cfg = Arc::new(odd_config());
+        let state = Arc::new(State::new());
+        state.reconcile_checks(&crate::schedule::check_keys(&cfg));
+        for om in [false, true] {
+            let (reference, ours, chunked) = both(&state, &cfg, om);
+            assert_same(&reference, &ours, "pending");
+            assert_same(&reference, &chunked, "pending, chunked");
+        }
+    }
+
+    /// A reload between two chunks: the scrape keeps its configuration, and items whose check
+    /// is gone from the state are skipped; every family still appears once, whole.
+    #[test]
+    fn checks_removed_between_chunks_are_skipped() {
+        let cfg = Arc::new(odd_config());
+        let state = odd_state(&cfg);
+        let mut scrape = Scrape::new(state.clone(), cfg.clone(), false);
+        let mut out = Vec::new();
+        assert!(scrape.fill(&mut out, 1));
+        state.reconcile_checks(&[CheckKey::Endpoint("smtp".into())]);
+        while scrape.fill(&mut out, 1) {}
+        let text = String::from_utf8(out).expect("utf-8");
+        let families = exposed_names(&text);
+        assert_eq!(
+            families.len(),
+            text.lines().filter(|l| l.starts_with("# TYPE ")).count(),
+            "each family once"
+        );
+        assert!(text.contains("o365_endpoint_up{endpoint=\"smtp\"}"));
+        assert!(!text.contains("o365_login_success{"));
+        assert!(text.contains("# TYPE o365_login_success gauge\n"));
     }
 }

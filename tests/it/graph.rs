@@ -173,18 +173,13 @@ fn state_for(cfg: &Config) -> Arc<State> {
 }
 
 fn scrape(state: &Arc<State>, cfg: &Config) -> String {
-    let reg = o365_mail_exporter::metrics::registry(
-        state.clone(),
-        Arc::new(ArcSwap::from(Arc::new(cfg.clone()))),
-    );
-    o365_mail_exporter::metrics::render(&reg, false).expect("renders")
+    o365_mail_exporter::metrics::render(state.clone(), Arc::new(cfg.clone()), false)
 }
 
 fn page(state: &Arc<State>, cfg: &Config) -> String {
     let web = o365_mail_exporter::http::Web {
         state: state.clone(),
         config: Arc::new(ArcSwap::from(Arc::new(cfg.clone()))),
-        registry: prometheus_client::registry::Registry::default(),
         telemetry_path: "/metrics".into(),
         reload: tokio::sync::mpsc::channel(1).0,
         web_config: Default::default(),
