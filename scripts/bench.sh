@@ -441,4 +441,4 @@ TLS rows: median of $ROUNDS rounds of $N checks (blackbox) and $N_OURS (ours, fl
 | schedule slip p50/p99/max, cycle 2 | $SLIP2 s | | | | |
 | start-up with $MAILBOXES mailboxes (to /-/healthy) | $STARTUP_MS ms | | | | |
 EOF
-[ -n "${BODY_LINE:-}" ] && echo "criterion fixture: $BODY_LINE"
+if [ -n "${BODY_LINE:-}" ]; then echo "criterion fixture: $BODY_LINE"; fi
