@@ -552,7 +552,11 @@ mod tests {
             async move {
                 let now = f.fetch_add(1, Ordering::SeqCst) + 1;
                 m.fetch_max(now, Ordering::SeqCst);
-                assert_eq!(pc[i].fetch_add(1, Ordering::SeqCst), 0, "two runs of one check");
+                assert_eq!(
+                    pc[i].fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two runs of one check"
+                );
                 tokio::time::sleep(Duration::from_millis(500)).await;
                 pc[i].fetch_sub(1, Ordering::SeqCst);
                 f.fetch_sub(1, Ordering::SeqCst);
@@ -562,7 +566,11 @@ mod tests {
         tasks.close();
         // 50 runs of 0.5 s at 4 at a time: ~6.5 s, within the first interval
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let runs = |s: &State| keys.iter().map(|k| s.check(k).map_or(0, |r| r.runs)).collect::<Vec<_>>();
+        let runs = |s: &State| {
+            keys.iter()
+                .map(|k| s.check(k).map_or(0, |r| r.runs))
+                .collect::<Vec<_>>()
+        };
         assert_eq!(runs(&state), vec![1; 50]);
         assert_eq!(most.load(Ordering::SeqCst), 4);
         tokio::time::sleep(Duration::from_secs(60)).await;

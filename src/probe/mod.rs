@@ -675,13 +675,20 @@ mod tests {
     /// transcript with shared lines renders exactly as one without.
     #[test]
     fn recurring_lines_are_shared_and_read_back_unchanged() {
-        let long = format!("* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] ready {:x}", rand::random::<u64>());
+        let long = format!(
+            "* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] ready {:x}",
+            rand::random::<u64>()
+        );
         let mut ts: Vec<Transcript> = (0..3)
             .map(|i| {
                 let mut t = Transcript::default();
                 t.push(Duration::from_millis(1), Dir::Note, "short");
                 t.push(Duration::from_millis(2), Dir::Received, &long);
-                t.push(Duration::from_millis(3), Dir::Sent, &format!("A1 LOGIN user{i}@example.test"));
+                t.push(
+                    Duration::from_millis(3),
+                    Dir::Sent,
+                    &format!("A1 LOGIN user{i}@example.test"),
+                );
                 t.shrink_to_fit();
                 t
             })
@@ -704,7 +711,11 @@ mod tests {
             shared: false,
             len: long.len() as u16,
         });
-        inline.push(Duration::from_millis(3), Dir::Sent, "A1 LOGIN user2@example.test");
+        inline.push(
+            Duration::from_millis(3),
+            Dir::Sent,
+            "A1 LOGIN user2@example.test",
+        );
         assert_eq!(inline, ts[2]);
         ts.clear();
     }
