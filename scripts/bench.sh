@@ -416,7 +416,10 @@ ms = {'ms': 1.0, 'µs': 1e-3, 'us': 1e-3, 'ns': 1e-6, 's': 1e3}.get(u)
 print(('yes' if float(v) * ms <= 2 else 'NO') if ms else '')" "$ENCODE_LINE" 2>/dev/null || true
 }
 R_IMP=$(ratio "$OUR_IMP" "$BB_IMP"); R_SMTP=$(ratio "$OUR_SMTP" "$BB_SMTP"); R_FLOOR=$(ratio "$OUR_IMP" "$FLOOR")
-cat <<EOF
+rows() {   # the rows of what was measured (BENCH_ONLY_MEMORY leaves out the TLS rows)
+    if [ "$ONLY_MEMORY" = 1 ]; then grep -v -e ' nan ms ' -e '^TLS rows:'; else cat; fi
+}
+rows <<EOF
 
 Machine: $cores cores ($cpu_model), load average at the end $load; $(date -u +%Y-%m-%dT%H:%MZ); bench took ${ELAPSED}s
 TLS rows: median of $ROUNDS rounds of $N checks (blackbox) and $N_OURS (ours, floor), $P in parallel, against Dovecot IMAPS / Postfix submission on loopback
