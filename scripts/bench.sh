@@ -16,6 +16,13 @@
 #   BENCH_SCRAPES=200         /metrics scrapes timed after the cycle
 #   BENCH_KEEP=1              keep the work directory (logs, configs) for inspection
 #   BENCH_NO_CRITERION=1      skip `cargo bench --bench metrics` (the /metrics encode row)
+#   BENCH_ONLY_MEMORY=1       only the exporter's own rows (idle RSS, the login cycles, scrapes):
+#                             no blackbox_exporter, no TLS rounds, no criterion, no probe_loop build
+#   BENCH_PROFILE=release     cargo profile of the binaries; `release-fast` (no LTO) builds in a
+#                             fraction of the time, for iterating only: figures to publish come
+#                             from `release`, the shipped profile
+#   BENCH_EXPORTER=PATH       measure this exporter binary instead of the one built here (e.g. a
+#                             saved build of an earlier commit, for a before/after comparison)
 #
 # Everything listens on 127.0.0.1 and every loop is bounded in count and time; every process
 # started here is stopped by PID at the end (also on failure). Figures are CPU time of the
@@ -59,15 +66,24 @@ command -v python3 >/dev/null || die "python3 is needed (free ports, percentiles
 
 # ---------------------------------------------------------------------------- build --
 # Release builds: the one place they are right (the figures are about the shipped binary).
-say "building (release): exporter, fake IdP, probe_loop"
-cargo build --release --locked --bins --example probe_loop >&2
-BIN=$ROOT/target/release
-EXPORTER=$BIN/o365-mail-exporter
+ONLY_MEMORY=${BENCH_ONLY_MEMORY:-0}
+PROFILE=${BENCH_PROFILE:-release}
+if [ "$ONLY_MEMORY" = 1 ]; then
+    say "building ($PROFILE): exporter, fake IdP"
+    cargo build --profile "$PROFILE" --locked --bins >&2
+else
+    say "building ($PROFILE): exporter, fake IdP, probe_loop"
+    cargo build --profile "$PROFILE" --locked --bins --example probe_loop >&2
+fi
+BIN=$ROOT/target/$PROFILE
+EXPORTER=${BENCH_EXPORTER:-$BIN/o365-mail-exporter}
 FAKE_IDP=$BIN/o365-fake-idp
 PROBE_LOOP=$BIN/examples/probe_loop
+[ -x "$EXPORTER" ] || die "no exporter binary at $EXPORTER"
+say "exporter: $EXPORTER"
 
 ENCODE_LINE="not run"
-if [ "${BENCH_NO_CRITERION:-0}" != 1 ]; then
+if [ "${BENCH_NO_CRITERION:-0}" != 1 ] && [ "$ONLY_MEMORY" != 1 ]; then
     say "criterion: /metrics encode at 1,000 mailboxes x 3 + 20 endpoints + 50 credentials"
     crit=$(timeout 600 cargo bench --locked --bench metrics -- --noplot \
         --warm-up-time 1 --measurement-time 3 encode_1000_mailboxes_text 2>&1) || true
@@ -132,6 +148,9 @@ kill -HUP "$DOVECOT_PID"
 sleep 0.5
 postfix -c "$STACK/etc/postfix" reload >/dev/null 2>&1 || true
 
+OUR_IMP=nan; BB_IMP=nan; FLOOR=nan; OUR_SMTP=nan; BB_SMTP=nan
+BB_RSS_IDLE=0; BB_RSS_AFTER=0; BB_HWM=0; BB_SCRAPE=n/a
+if [ "$ONLY_MEMORY" != 1 ]; then
 # ---------------------------------------------------------------------------- blackbox --
 BB_PORT=$(free_port)
 cat > "$W/blackbox.yml" <<EOF
@@ -211,6 +230,8 @@ BB_RSS_AFTER=$(kb "$BB_PID" VmRSS); BB_HWM=$(kb "$BB_PID" VmHWM)
 BB_SCRAPE=$(for _ in $(seq 50); do curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$BB_PORT/metrics"; done \
     | python3 -c 'import sys; v=sorted(float(x)*1000 for x in sys.stdin.read().split()); print(f"{v[len(v)//2]:.2f} / {v[int(len(v)*0.99)]:.2f}")')
 kill "$BB_PID"; wait "$BB_PID" 2>/dev/null || true
+
+fi   # ONLY_MEMORY
 
 # ---------------------------------------------------------------------------- configs --
 mkdir -p "$W/state" && chmod 700 "$W/state"
@@ -336,6 +357,7 @@ done
 c1=$(cpu_ms "$EXP_PID")
 RSS_CYCLE=$(kb "$EXP_PID" VmRSS)
 HWM_CYCLE=$(kb "$EXP_PID" VmHWM)
+ANON_CYCLE=$(kb "$EXP_PID" RssAnon); FILE_CYCLE=$(kb "$EXP_PID" RssFile)
 [ "$done_n" -ge $((2 * LOGINS)) ] || say "two cycles did not finish in time: $done_n of $((2 * LOGINS)) logins"
 LOGIN_OK=$(grep -cE 'msg="check ok" check=login:' "$W/cycle.log" || true)
 LOGIN_FAILED=$(grep -cE 'msg="check failed" check=login:' "$W/cycle.log" || true)
@@ -394,7 +416,10 @@ ms = {'ms': 1.0, 'µs': 1e-3, 'us': 1e-3, 'ns': 1e-6, 's': 1e3}.get(u)
 print(('yes' if float(v) * ms <= 2 else 'NO') if ms else '')" "$ENCODE_LINE" 2>/dev/null || true
 }
 R_IMP=$(ratio "$OUR_IMP" "$BB_IMP"); R_SMTP=$(ratio "$OUR_SMTP" "$BB_SMTP"); R_FLOOR=$(ratio "$OUR_IMP" "$FLOOR")
-cat <<EOF
+rows() {   # the rows of what was measured (BENCH_ONLY_MEMORY leaves out the TLS rows)
+    if [ "$ONLY_MEMORY" = 1 ]; then grep -v -e ' nan ms ' -e '^TLS rows:'; else cat; fi
+}
+rows <<EOF
 
 Machine: $cores cores ($cpu_model), load average at the end $load; $(date -u +%Y-%m-%dT%H:%MZ); bench took ${ELAPSED}s
 TLS rows: median of $ROUNDS rounds of $N checks (blackbox) and $N_OURS (ours, floor), $P in parallel, against Dovecot IMAPS / Postfix submission on loopback
@@ -408,6 +433,7 @@ TLS rows: median of $ROUNDS rounds of $N checks (blackbox) and $N_OURS (ours, fl
 | RSS peak (VmHWM), ours with $MAILBOXES mailboxes after cycle and scrapes; blackbox after its $((ROUNDS * N * 2)) probes | $(mb "$HWM_END") MB | $(mb "$BB_HWM") MB | $(ratio "$HWM_END" "$BB_HWM") | <= 20 MB | $(ok_mark "$(mb "$HWM_END")" 20) |
 | RSS (VmRSS) with $MAILBOXES mailboxes: after cycle 1, after cycle 2, after the scrapes; blackbox after its probes | $(mb "${RSS_CYCLE1:-0}") / $(mb "$RSS_CYCLE") / $(mb "$RSS_END") MB | $(mb "$BB_RSS_AFTER") MB | | | |
 | RSS peak (VmHWM) with $MAILBOXES mailboxes before any scrape | $(mb "$HWM_CYCLE") MB | | | <= 20 MB | $(ok_mark "$(mb "$HWM_CYCLE")" 20) |
+| RSS after cycle 2: anonymous (heap, stacks) / file-backed (binary, libraries) | $(mb "$ANON_CYCLE") / $(mb "$FILE_CYCLE") MB | | | | |
 | /metrics encode (criterion, in process) | ${ENCODE_LINE} | | | <= 2 ms | $(encode_mark) |
 | /metrics scrape p50 / p99 (curl, $SCRAPES scrapes, $SCRAPE_BYTES bytes) | $SCRAPE_P ms | $BB_SCRAPE ms | | | |
 | login cycle 1 (start-up: all $LOGINS logins due within 5 s), concurrency $CONCURRENCY | ${CYCLE1_S} s | interval ${LOGIN_INTERVAL_S} s | $(ratio "$CYCLE1_S" "$LOGIN_INTERVAL_S") | < 1 | $(ok_mark "$CYCLE1_S" "$LOGIN_INTERVAL_S") |
@@ -418,4 +444,4 @@ TLS rows: median of $ROUNDS rounds of $N checks (blackbox) and $N_OURS (ours, fl
 | schedule slip p50/p99/max, cycle 2 | $SLIP2 s | | | | |
 | start-up with $MAILBOXES mailboxes (to /-/healthy) | $STARTUP_MS ms | | | | |
 EOF
-[ -n "${BODY_LINE:-}" ] && echo "criterion fixture: $BODY_LINE"
+if [ -n "${BODY_LINE:-}" ]; then echo "criterion fixture: $BODY_LINE"; fi

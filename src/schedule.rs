@@ -7,14 +7,16 @@
 //! anything stops; then the old generation is cancelled and the new one spawned. Counters survive
 //! because [`State::reconcile_checks`] keeps the records of checks that are still configured.
 
-use std::collections::HashMap;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use rand::Rng;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -117,58 +119,64 @@ impl Scheduler {
             tasks: TaskTracker::new(),
         };
         let sem = Arc::new(Semaphore::new(cfg.defaults.max_concurrent_checks));
-        let jitter = cfg.defaults.jitter;
-        for ep in &cfg.endpoints {
+        let mut jobs = Vec::with_capacity(keys.len());
+        for (i, ep) in cfg.endpoints.iter().enumerate() {
             let Some(tls) = plan.tls_for(&ep.ca_file).cloned() else {
                 continue;
             };
-            let ep = ep.clone();
-            let key = CheckKey::Endpoint(ep.name.clone());
-            let interval = ep.interval;
-            gen.tasks.spawn(run_check(
-                key,
-                interval,
-                jitter,
-                self.state.clone(),
-                sem.clone(),
-                gen.cancel.clone(),
-                move || {
-                    let ep = ep.clone();
-                    let tls = tls.clone();
-                    async move { crate::probe::endpoint::probe(&ep, &tls).await }
-                },
-            ));
+            jobs.push(Job {
+                key: CheckKey::Endpoint(ep.name.clone()),
+                interval: ep.interval,
+                target: Target::Endpoint { index: i, tls },
+            });
         }
         for (i, m) in cfg.mailboxes.iter().enumerate() {
             for p in &m.protocols {
                 let Some(tls) = plan.tls_for(&m.server(*p).ca_file).cloned() else {
                     continue;
                 };
-                let key = CheckKey::Login {
-                    mailbox: m.name.clone(),
-                    protocol: *p,
-                };
-                // The task reads its mailbox from the shared configuration (no copy per task).
-                let cfg = cfg.clone();
-                let source = sources.get(&m.credential).cloned();
-                let protocol = *p;
-                gen.tasks.spawn(run_check(
-                    key,
-                    m.interval,
-                    jitter,
-                    self.state.clone(),
-                    sem.clone(),
-                    gen.cancel.clone(),
-                    move || {
-                        let (cfg, tls, source) = (cfg.clone(), tls.clone(), source.clone());
-                        async move {
-                            // `i` indexes the configuration it was enumerated from (invariant)
-                            login_check(&cfg.mailboxes[i], protocol, tls, source).await
-                        }
+                jobs.push(Job {
+                    key: CheckKey::Login {
+                        mailbox: m.name.clone(),
+                        protocol: *p,
                     },
-                ));
+                    interval: m.interval,
+                    target: Target::Login {
+                        index: i,
+                        protocol: *p,
+                        tls,
+                        source: sources.get(&m.credential).cloned(),
+                    },
+                });
             }
         }
+        let queue = Queue {
+            jitter: cfg.defaults.jitter,
+            state: self.state.clone(),
+            sem: sem.clone(),
+            cancel: gen.cancel.clone(),
+            tasks: gen.tasks.clone(),
+        };
+        // Every job reads its endpoint or mailbox from the shared configuration (no copy per job).
+        let shared = cfg.clone();
+        gen.tasks.spawn(queue.run(jobs, move |target: &Target| {
+            let cfg = shared.clone();
+            let target = target.clone();
+            async move {
+                match target {
+                    // the indexes come from enumerating this very configuration (invariant)
+                    Target::Endpoint { index, tls } => {
+                        crate::probe::endpoint::probe(&cfg.endpoints[index], &tls).await
+                    }
+                    Target::Login {
+                        index,
+                        protocol,
+                        tls,
+                        source,
+                    } => login_check(&cfg.mailboxes[index], protocol, tls, source).await,
+                }
+            }
+        }));
         self.graph.start(&cfg, &gen.tasks, &gen.cancel, &sem);
         gen.tasks.close();
         let old = self
@@ -243,61 +251,168 @@ pub fn random_upto(max: Duration) -> Duration {
     Duration::from_millis(rand::rng().random_range(0..=ms))
 }
 
-/// Run one check forever: first after a random part of `jitter`, then every `interval` plus a
-/// random part of `jitter`, or later when the outcome asks to back off (Exchange's "Suggested
-/// Backoff Time"). One run at a time per check, so e.g. a mailbox never has two SMTP probes open.
-pub async fn run_check<F, Fut>(
-    key: CheckKey,
-    interval: Duration,
+/// What one job checks: an index into the generation's configuration and what the run needs.
+#[derive(Clone)]
+enum Target {
+    Endpoint {
+        index: usize,
+        tls: TlsClient,
+    },
+    Login {
+        index: usize,
+        protocol: Protocol,
+        tls: TlsClient,
+        source: Option<Arc<TokenSource>>,
+    },
+}
+
+/// One scheduled check: what it publishes under, how often, and what the run function needs.
+pub struct Job<T> {
+    pub key: CheckKey,
+    pub interval: Duration,
+    pub target: T,
+}
+
+/// The timer queue of one generation: when each of its checks is due next, and the few runs in
+/// flight.
+///
+/// One task holds every job's due time in a binary heap and spawns a task per *run* only, once
+/// the run has a concurrency permit. An idle check is an entry in the heap (a few dozen bytes)
+/// instead of a parked task with its own timer (~1 kB each, 3,000 of them at 1,000 mailboxes).
+/// The behaviour is that of a loop per check: first run after a random part of `jitter`, then
+/// every `interval` plus a random part of `jitter` counted from the run's start, or later when
+/// the outcome asks to back off (Exchange's "Suggested Backoff Time"); one run at a time per
+/// check (a mailbox never has two SMTP probes open); runs wait for a permit in the order they
+/// fell due.
+pub struct Queue {
+    pub jitter: Duration,
+    pub state: Arc<State>,
+    /// Shared with the Graph checks: `max_concurrent_checks` bounds all of them together.
+    pub sem: Arc<Semaphore>,
+    pub cancel: CancellationToken,
+    /// Where runs are spawned, so shutdown waits for them.
+    pub tasks: TaskTracker,
+}
+
+type Acquire = Pin<
+    Box<
+        dyn Future<Output = Result<OwnedSemaphorePermit, tokio::sync::AcquireError>>
+            + Send
+            + 'static,
+    >,
+>;
+
+impl Queue {
+    /// Run `jobs` until cancelled; `check` builds the future of one run of a job's target.
+    pub async fn run<T, F, Fut>(self, jobs: Vec<Job<T>>, check: F)
+    where
+        T: Send + Sync + 'static,
+        F: Fn(&T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let jobs: Arc<[Job<T>]> = jobs.into();
+        let check = Arc::new(check);
+        let start = Instant::now();
+        // Due times; equal instants run in job order (the index breaks the tie).
+        let mut heap: BinaryHeap<Reverse<(Instant, usize)>> = jobs
+            .iter()
+            .enumerate()
+            .map(|(i, j)| Reverse((start + random_upto(self.jitter.min(j.interval)), i)))
+            .collect();
+        // Due, waiting for a permit, in the order they fell due.
+        let mut ready: VecDeque<(usize, Instant)> = VecDeque::new();
+        let (done_tx, mut done_rx) = mpsc::unbounded_channel::<(usize, Instant)>();
+        let mut acquire: Option<Acquire> = None;
+        let sleep = tokio::time::sleep_until(start);
+        tokio::pin!(sleep);
+        loop {
+            let now = Instant::now();
+            while let Some(&Reverse((due, i))) = heap.peek() {
+                if due > now {
+                    sleep.as_mut().reset(due);
+                    break;
+                }
+                heap.pop();
+                ready.push_back((i, due));
+            }
+            if acquire.is_none() && !ready.is_empty() {
+                // Kept across loop turns, so the queue keeps its place in the semaphore's
+                // (fair) queue against the Graph checks.
+                acquire = Some(Box::pin(self.sem.clone().acquire_owned()));
+            }
+            let waiting = acquire.is_some();
+            tokio::select! {
+                _ = self.cancel.cancelled() => return,
+                Some((i, next)) = done_rx.recv() => heap.push(Reverse((next, i))),
+                permit = async {
+                    match acquire.as_mut() {
+                        Some(a) => a.await,
+                        None => std::future::pending().await,
+                    }
+                }, if waiting => {
+                    acquire = None;
+                    let Ok(permit) = permit else { return };
+                    let Some((i, due)) = ready.pop_front() else { continue };
+                    let run = Run {
+                        jobs: jobs.clone(),
+                        index: i,
+                        due,
+                        started: Instant::now(),
+                        jitter: self.jitter,
+                        state: self.state.clone(),
+                        cancel: self.cancel.clone(),
+                        done: done_tx.clone(),
+                    };
+                    let fut = check(&jobs[i].target);
+                    self.tasks.spawn(run.run(permit, fut));
+                }
+                _ = &mut sleep, if !heap.is_empty() => {}
+            }
+        }
+    }
+}
+
+/// One run of one job, spawned with its permit.
+struct Run<T> {
+    jobs: Arc<[Job<T>]>,
+    index: usize,
+    due: Instant,
+    started: Instant,
     jitter: Duration,
     state: Arc<State>,
-    sem: Arc<Semaphore>,
     cancel: CancellationToken,
-    check: F,
-) where
-    F: Fn() -> Fut,
-    Fut: Future<Output = Outcome>,
-{
-    let mut due = Instant::now() + random_upto(jitter.min(interval));
-    tokio::select! {
-        _ = cancel.cancelled() => return,
-        _ = tokio::time::sleep_until(due) => {}
-    }
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = sem.acquire() => match p { Ok(p) => p, Err(_) => return },
-        };
-        // The interval counts from when the run really starts, after waiting for a permit: at
-        // start-up every check is due within `jitter` and they queue (3,000 logins at 16 at a
-        // time take a while), and counting from the due time would keep them bunched and queuing
-        // every cycle; counted from the start, the next cycle arrives spread out as this one ran.
-        let started = Instant::now();
+    done: mpsc::UnboundedSender<(usize, Instant)>,
+}
+
+impl<T> Run<T> {
+    async fn run(self, permit: OwnedSemaphorePermit, check: impl Future<Output = Outcome>) {
+        // `index` was taken from enumerating `jobs` (invariant)
+        let job = &self.jobs[self.index];
         // How late this run starts against its schedule: timer lateness plus the wait for a
         // concurrency permit. Logged (not a metric) so a too-low max_concurrent_checks for the
         // number of checks shows up; docs/benchmarks.md reads it.
-        let slip = started.saturating_duration_since(due);
-        // Boxed: a login dialogue's future is kilobytes, and inline it would sit in every idle
-        // task for the whole interval (3,000 of them at 1,000 mailboxes); boxed, only the checks
-        // running right now hold one.
+        let slip = self.started.saturating_duration_since(self.due);
         let outcome = tokio::select! {
-            _ = cancel.cancelled() => return,
-            o = Box::pin(check()) => o,
+            _ = self.cancel.cancelled() => return,
+            o = check => o,
         };
         drop(permit);
-        let mut wait = interval + random_upto(jitter);
+        // The interval counts from when the run really started, after waiting for a permit: at
+        // start-up every check is due within `jitter` and they queue (3,000 logins at 16 at a
+        // time take a while), and counting from the due time would keep them bunched and queuing
+        // every cycle; counted from the start, the next cycle arrives spread out as this one ran.
+        let mut wait = job.interval + random_upto(self.jitter);
         if let Some(b) = outcome.backoff {
             wait = wait.max(b);
         }
-        let next = started + wait;
-        due = next;
+        let next = self.started + wait;
         let next_wall = SystemTime::now() + next.saturating_duration_since(Instant::now());
         let slip_ms = slip.as_millis() as u64;
         if outcome.success {
-            tracing::debug!(check = %key.id(), duration_ms = outcome.duration.as_millis() as u64, slip_ms, "check ok");
+            tracing::debug!(check = %job.key.id(), duration_ms = outcome.duration.as_millis() as u64, slip_ms, "check ok");
         } else {
             tracing::info!(
-                check = %key.id(),
+                check = %job.key.id(),
                 reason = outcome.reason.as_str(),
                 phase = outcome.failed_phase.map(|p| p.as_str()).unwrap_or("-"),
                 detail = %outcome.detail,
@@ -305,11 +420,9 @@ pub async fn run_check<F, Fut>(
                 "check failed"
             );
         }
-        state.publish(&key, outcome, Some(next_wall));
-        tokio::select! {
-            _ = cancel.cancelled() => return,
-            _ = tokio::time::sleep_until(next) => {}
-        }
+        self.state.publish(&job.key, outcome, Some(next_wall));
+        // The queue is gone only when the generation is cancelled; nothing to reschedule then.
+        let _ = self.done.send((self.index, next));
     }
 }
 
@@ -317,6 +430,28 @@ pub async fn run_check<F, Fut>(
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn queue(state: &Arc<State>, permits: usize, jitter: Duration) -> (Queue, CancellationToken) {
+        let cancel = CancellationToken::new();
+        let q = Queue {
+            jitter,
+            state: state.clone(),
+            sem: Arc::new(Semaphore::new(permits)),
+            cancel: cancel.clone(),
+            tasks: TaskTracker::new(),
+        };
+        (q, cancel)
+    }
+
+    fn jobs(keys: &[CheckKey], interval: Duration) -> Vec<Job<()>> {
+        keys.iter()
+            .map(|k| Job {
+                key: k.clone(),
+                interval,
+                target: (),
+            })
+            .collect()
+    }
 
     /// A run that had to wait for a concurrency permit counts its interval from when it really
     /// started, so checks queued at start-up do not stay bunched (and queue again) every cycle.
@@ -328,22 +463,11 @@ mod tests {
             CheckKey::Endpoint("b".into()),
         ];
         state.reconcile_checks(&keys);
-        let sem = Arc::new(Semaphore::new(1));
-        let cancel = CancellationToken::new();
-        for key in &keys {
-            tokio::spawn(run_check(
-                key.clone(),
-                Duration::from_secs(60),
-                Duration::ZERO,
-                state.clone(),
-                sem.clone(),
-                cancel.clone(),
-                || async {
-                    tokio::time::sleep(Duration::from_secs(10)).await;
-                    Outcome::pending()
-                },
-            ));
-        }
+        let (q, cancel) = queue(&state, 1, Duration::ZERO);
+        tokio::spawn(q.run(jobs(&keys, Duration::from_secs(60)), |_: &()| async {
+            tokio::time::sleep(Duration::from_secs(10)).await;
+            Outcome::pending()
+        }));
         // Both due at 0; one runs 0-10 s, the other waits and runs 10-20 s. The paused clock
         // does not move SystemTime, so `next_run` (wall time) reads as "publish time + the wait
         // left": 60 s from the run's start, less the 10 s it ran, for the queued one too (counted
@@ -368,16 +492,11 @@ mod tests {
         let key = CheckKey::Endpoint("x".into());
         state.reconcile_checks(std::slice::from_ref(&key));
         let runs = Arc::new(AtomicU32::new(0));
-        let cancel = CancellationToken::new();
+        let (q, cancel) = queue(&state, 1, Duration::ZERO);
         let r = runs.clone();
-        let task = tokio::spawn(run_check(
-            key.clone(),
-            Duration::from_secs(60),
-            Duration::ZERO,
-            state.clone(),
-            Arc::new(Semaphore::new(1)),
-            cancel.clone(),
-            move || {
+        let task = tokio::spawn(q.run(
+            jobs(std::slice::from_ref(&key), Duration::from_secs(60)),
+            move |_: &()| {
                 let n = r.fetch_add(1, Ordering::SeqCst);
                 async move {
                     let mut o = Outcome::pending();
@@ -401,5 +520,65 @@ mod tests {
         assert_eq!(state.check(&key).map(|r| r.runs), Some(3));
         cancel.cancel();
         task.await.unwrap();
+    }
+
+    /// Many checks on one queue: never more runs at once than permits, never two runs of one
+    /// check at once, each check runs once per interval (with jitter spreading the first runs),
+    /// and cancelling stops the queue and the runs in flight.
+    #[tokio::test(start_paused = true)]
+    async fn bounded_concurrency_one_run_per_check_and_cancel() {
+        let state = Arc::new(State::new());
+        let keys: Vec<CheckKey> = (0..50)
+            .map(|i| CheckKey::Endpoint(format!("e{i}")))
+            .collect();
+        state.reconcile_checks(&keys);
+        let (q, cancel) = queue(&state, 4, Duration::from_secs(5));
+        let tasks = q.tasks.clone();
+        let in_flight = Arc::new(AtomicU32::new(0));
+        let most = Arc::new(AtomicU32::new(0));
+        let per_check: Arc<Vec<AtomicU32>> = Arc::new((0..50).map(|_| AtomicU32::new(0)).collect());
+        let jobs: Vec<Job<usize>> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| Job {
+                key: k.clone(),
+                interval: Duration::from_secs(60),
+                target: i,
+            })
+            .collect();
+        let (f, m, pc) = (in_flight.clone(), most.clone(), per_check.clone());
+        tasks.spawn(q.run(jobs, move |i: &usize| {
+            let (f, m, pc, i) = (f.clone(), m.clone(), pc.clone(), *i);
+            async move {
+                let now = f.fetch_add(1, Ordering::SeqCst) + 1;
+                m.fetch_max(now, Ordering::SeqCst);
+                assert_eq!(
+                    pc[i].fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two runs of one check"
+                );
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                pc[i].fetch_sub(1, Ordering::SeqCst);
+                f.fetch_sub(1, Ordering::SeqCst);
+                Outcome::pending()
+            }
+        }));
+        tasks.close();
+        // 50 runs of 0.5 s at 4 at a time: ~6.5 s, within the first interval
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        let runs = |s: &State| {
+            keys.iter()
+                .map(|k| s.check(k).map_or(0, |r| r.runs))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(runs(&state), vec![1; 50]);
+        assert_eq!(most.load(Ordering::SeqCst), 4);
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        assert_eq!(runs(&state), vec![2; 50]);
+        cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(1), tasks.wait())
+            .await
+            .expect("the queue and its runs stop when cancelled");
+        assert_eq!(in_flight.load(Ordering::SeqCst), 0);
     }
 }

@@ -2,6 +2,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use secrecy::SecretString;
@@ -833,18 +834,20 @@ fn endpoints(
 }
 
 struct ServerSet {
-    imap: Server,
-    pop3: Server,
-    smtp: Server,
+    imap: Arc<Server>,
+    pop3: Arc<Server>,
+    smtp: Arc<Server>,
 }
 
 fn default_servers(cloud: &Cloud) -> ServerSet {
-    let s = |host: &str, port, tls| Server {
-        host: host.to_string(),
-        port,
-        tls,
-        server_name: host.to_string(),
-        ca_file: None,
+    let s = |host: &str, port, tls| {
+        Arc::new(Server {
+            host: host.to_string(),
+            port,
+            tls,
+            server_name: host.to_string(),
+            ca_file: None,
+        })
     };
     ServerSet {
         imap: s(cloud.imap_host, 993, TlsMode::Implicit),
@@ -868,7 +871,7 @@ fn servers(v: &mut V<'_>, path: &str, raw: Option<&RawServers>, base: &ServerSet
     }
 }
 
-fn server(v: &mut V<'_>, path: &str, raw: Option<&RawServer>, base: &Server) -> Server {
+fn server(v: &mut V<'_>, path: &str, raw: Option<&RawServer>, base: &Arc<Server>) -> Arc<Server> {
     let Some(r) = raw else { return base.clone() };
     let host = v.get(&format!("{path}.host"), &r.host);
     let server_name = v.get(&format!("{path}.server_name"), &r.server_name);
@@ -889,7 +892,7 @@ fn server(v: &mut V<'_>, path: &str, raw: Option<&RawServer>, base: &Server) -> 
     }
     let host_changed = host.is_some();
     let host = host.unwrap_or_else(|| base.host.clone());
-    Server {
+    Arc::new(Server {
         server_name: server_name.unwrap_or_else(|| {
             if host_changed {
                 host.clone()
@@ -901,7 +904,7 @@ fn server(v: &mut V<'_>, path: &str, raw: Option<&RawServer>, base: &Server) -> 
         port: port.unwrap_or(base.port),
         tls: tls.unwrap_or(base.tls),
         ca_file: ca_file.or_else(|| base.ca_file.clone()),
-    }
+    })
 }
 
 fn looks_like_address(s: &str) -> bool {

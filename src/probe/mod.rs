@@ -16,7 +16,10 @@ pub mod smtp;
 pub mod tcp;
 pub mod tls;
 
+use std::collections::HashSet;
 use std::fmt;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime};
 
 /// Why a check failed. Rendered as the `reason` label; the set is closed and documented in
@@ -277,12 +280,18 @@ pub const TRANSCRIPT_MAX_LINE: usize = 512;
 /// The redacted protocol conversation of one check, bounded in lines and line length.
 ///
 /// Kept until the check's next run, for every configured check (3,000 at 1,000 mailboxes), so
-/// it is stored compactly: all lines' text in one string plus a small index entry per line,
-/// instead of a `String` (and its allocation) per line. Read it with [`Transcript::lines`].
-#[derive(Clone, Debug, Default, PartialEq)]
+/// it is stored compactly: the text of the lines in one string plus an 8-byte index entry per
+/// line, instead of a `String` (and its allocation) per line. Lines that recur across checks (a
+/// server's greeting and capability list, its `OK` replies, the TLS line: most of a login's
+/// bytes, the same for every mailbox of a server) are shared through [`intern`] instead of
+/// copied into every transcript. Read it with [`Transcript::lines`].
+#[derive(Clone, Debug, Default)]
 pub struct Transcript {
+    /// Text of the lines not shared, one after the other.
     text: String,
     index: Vec<LineIndex>,
+    /// Shared lines, in order of appearance.
+    shared: Vec<Arc<str>>,
     /// Lines not kept because the transcript was full.
     pub dropped: usize,
 }
@@ -291,8 +300,87 @@ pub struct Transcript {
 struct LineIndex {
     at_ms: u32,
     dir: Dir,
-    /// Where the line's text ends in `text` (it starts where the previous one ends).
-    end: u32,
+    /// Whether the line is the next entry of `shared` (else the next `len` bytes of `text`).
+    shared: bool,
+    /// Length in bytes of the line's text in `text`; lines are at most
+    /// [`TRANSCRIPT_MAX_LINE`] chars plus a marker, so at most ~2 kB.
+    len: u16,
+}
+
+/// Lines shorter than this are stored inline: sharing one costs a 16-byte pointer.
+const SHARE_MIN: usize = 24;
+
+/// Equal when the lines read back equal, however they are stored (whether a line is shared
+/// depends on what other checks saw before).
+impl PartialEq for Transcript {
+    fn eq(&self, other: &Self) -> bool {
+        self.dropped == other.dropped
+            && self.len() == other.len()
+            && self.lines().zip(other.lines()).all(|(a, b)| a == b)
+    }
+}
+
+/// The table of shared transcript lines.
+///
+/// A line is shared from the second time any transcript holds it: the first time only its hash
+/// is noted, so a line that never recurs (one carrying a mailbox's address, a timestamp) costs
+/// nothing beyond its inline copy. Lines no transcript holds any more are purged whenever the
+/// table has doubled since the last purge, so it stays within twice the lines in use.
+struct Interner {
+    lines: HashSet<Arc<str>>,
+    /// Hashes of lines seen once and not shared yet; cleared when it reaches [`SEEN_MAX`].
+    seen: HashSet<u64>,
+    hasher: RandomState,
+    purge_at: usize,
+}
+
+/// Most hashes of once-seen lines remembered (~70 kB); lines that recur across the mailboxes
+/// of a server recur within a few checks, far sooner than this many new lines.
+const SEEN_MAX: usize = 4096;
+/// The table is never purged below this many lines.
+const PURGE_MIN: usize = 1024;
+
+impl Interner {
+    fn new() -> Interner {
+        Interner {
+            lines: HashSet::new(),
+            seen: HashSet::new(),
+            hasher: RandomState::new(),
+            purge_at: PURGE_MIN,
+        }
+    }
+
+    /// The shared copy of `line`, when it is (or is now, being seen the second time) shared.
+    fn intern(&mut self, line: &str) -> Option<Arc<str>> {
+        if let Some(shared) = self.lines.get(line) {
+            return Some(shared.clone());
+        }
+        let h = self.hasher.hash_one(line);
+        if self.seen.insert(h) {
+            if self.seen.len() > SEEN_MAX {
+                self.seen.clear();
+            }
+            return None;
+        }
+        self.seen.remove(&h);
+        if self.lines.len() >= self.purge_at {
+            self.lines.retain(|l| Arc::strong_count(l) > 1);
+            self.purge_at = (2 * self.lines.len()).max(PURGE_MIN);
+        }
+        let shared: Arc<str> = Arc::from(line);
+        self.lines.insert(shared.clone());
+        Some(shared)
+    }
+}
+
+static INTERNER: LazyLock<Mutex<Interner>> = LazyLock::new(|| Mutex::new(Interner::new()));
+
+/// The process-wide shared copy of `line`, if it is shared ([`Interner`]).
+fn intern(line: &str) -> Option<Arc<str>> {
+    INTERNER
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .intern(line)
 }
 
 impl Transcript {
@@ -301,6 +389,7 @@ impl Transcript {
             self.dropped += 1;
             return;
         }
+        let at_ms = u32::try_from(at.as_millis()).unwrap_or(u32::MAX);
         let start = self.text.len();
         self.text.extend(
             text.chars()
@@ -310,21 +399,41 @@ impl Transcript {
         if self.text.len() - start >= TRANSCRIPT_MAX_LINE {
             self.text.push_str(" [...]");
         }
+        if self.text.len() - start >= SHARE_MIN {
+            if let Some(line) = intern(&self.text[start..]) {
+                self.text.truncate(start);
+                self.shared.push(line);
+                self.index.push(LineIndex {
+                    at_ms,
+                    dir,
+                    shared: true,
+                    len: 0,
+                });
+                return;
+            }
+        }
         self.index.push(LineIndex {
-            at_ms: u32::try_from(at.as_millis()).unwrap_or(u32::MAX),
+            at_ms,
             dir,
-            // at most 200 lines of at most ~2 kB: far below u32::MAX
-            end: u32::try_from(self.text.len()).unwrap_or(u32::MAX),
+            shared: false,
+            // at most TRANSCRIPT_MAX_LINE chars of at most 4 bytes plus the marker
+            len: u16::try_from(self.text.len() - start).unwrap_or(u16::MAX),
         });
     }
 
     /// The kept lines, in order.
     pub fn lines(&self) -> impl ExactSizeIterator<Item = TranscriptLine<'_>> + '_ {
         let mut start = 0usize;
+        let mut shared = self.shared.iter();
         self.index.iter().map(move |l| {
-            let end = (l.end as usize).min(self.text.len());
-            let text = self.text.get(start..end).unwrap_or("");
-            start = end;
+            let text = if l.shared {
+                shared.next().map_or("", |s| &**s)
+            } else {
+                let end = (start + usize::from(l.len)).min(self.text.len());
+                let t = self.text.get(start..end).unwrap_or("");
+                start = end;
+                t
+            };
             TranscriptLine {
                 at_ms: u64::from(l.at_ms),
                 dir: l.dir,
@@ -345,6 +454,7 @@ impl Transcript {
     pub fn shrink_to_fit(&mut self) {
         self.text.shrink_to_fit();
         self.index.shrink_to_fit();
+        self.shared.shrink_to_fit();
     }
 
     /// Plain-text rendering, one line each: `+12ms C: EHLO probe`.
@@ -573,6 +683,74 @@ mod tests {
             t.render_text(),
             "+3ms C: EHLO x\n+7ms S: bad\u{fffd}\u{fffd}byte\n+9ms *  \n+9ms S: ünïcode\n"
         );
+    }
+
+    /// A line seen a second time is shared (same allocation) and reads back the same; a
+    /// transcript with shared lines renders exactly as one without.
+    #[test]
+    fn recurring_lines_are_shared_and_read_back_unchanged() {
+        let long = format!(
+            "* OK [CAPABILITY IMAP4rev1 AUTH=XOAUTH2] ready {:x}",
+            rand::random::<u64>()
+        );
+        let mut ts: Vec<Transcript> = (0..3)
+            .map(|i| {
+                let mut t = Transcript::default();
+                t.push(Duration::from_millis(1), Dir::Note, "short");
+                t.push(Duration::from_millis(2), Dir::Received, &long);
+                t.push(
+                    Duration::from_millis(3),
+                    Dir::Sent,
+                    &format!("A1 LOGIN user{i}@example.test"),
+                );
+                t.shrink_to_fit();
+                t
+            })
+            .collect();
+        assert!(ts[0].shared.is_empty(), "first sighting stays inline");
+        assert_eq!(ts[1].shared.len(), 1);
+        assert!(Arc::ptr_eq(&ts[1].shared[0], &ts[2].shared[0]));
+        for (i, t) in ts.iter().enumerate() {
+            assert_eq!(
+                t.render_text(),
+                format!("+1ms *  short\n+2ms S: {long}\n+3ms C: A1 LOGIN user{i}@example.test\n")
+            );
+        }
+        let mut inline = Transcript::default();
+        inline.push(Duration::from_millis(1), Dir::Note, "short");
+        inline.text.push_str(&long);
+        inline.index.push(LineIndex {
+            at_ms: 2,
+            dir: Dir::Received,
+            shared: false,
+            len: long.len() as u16,
+        });
+        inline.push(
+            Duration::from_millis(3),
+            Dir::Sent,
+            "A1 LOGIN user2@example.test",
+        );
+        assert_eq!(inline, ts[2]);
+        ts.clear();
+    }
+
+    /// Lines no transcript holds any more leave the table once it has doubled.
+    #[test]
+    fn unused_shared_lines_are_purged() {
+        let mut table = Interner::new();
+        let mut kept = Vec::new();
+        for i in 0..(3 * PURGE_MIN) {
+            let line = format!("line number {i} of the purge test");
+            assert!(table.intern(&line).is_none());
+            let shared = table.intern(&line).expect("shared the second time");
+            if i % 10 == 0 {
+                kept.push(shared);
+            }
+        }
+        assert!(table.lines.len() < 2 * PURGE_MIN, "{}", table.lines.len());
+        for s in &kept {
+            assert!(table.lines.contains(&**s), "a line in use was purged");
+        }
     }
 
     #[test]

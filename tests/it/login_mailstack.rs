@@ -83,9 +83,9 @@ fn mailbox(stack: &MailStack, address: &str) -> Mailbox {
         smtp_mail_from: true,
         interval: Duration::from_secs(300),
         timeout: Duration::from_secs(20),
-        imap: server(stack.imaps_port, TlsMode::Implicit),
-        pop3: server(stack.pop3s_port, TlsMode::Implicit),
-        smtp: server(stack.submission_port, TlsMode::StarttlsSmtp),
+        imap: server(stack.imaps_port, TlsMode::Implicit).into(),
+        pop3: server(stack.pop3s_port, TlsMode::Implicit).into(),
+        smtp: server(stack.submission_port, TlsMode::StarttlsSmtp).into(),
     }
 }
 

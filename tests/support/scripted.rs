@@ -74,9 +74,9 @@ pub fn mailbox(addr: SocketAddr, tls: TlsMode) -> Mailbox {
         smtp_mail_from: false,
         interval: Duration::from_secs(300),
         timeout: Duration::from_secs(10),
-        imap: server.clone(),
-        pop3: server.clone(),
-        smtp: server,
+        imap: server.clone().into(),
+        pop3: server.clone().into(),
+        smtp: server.into(),
     }
 }
 
