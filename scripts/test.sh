@@ -10,8 +10,8 @@ scripts/install-deps.sh
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 # lib, binaries and the integration tests; benches and examples are built by clippy above
 # (criterion benches take no test-harness flags: they run with scripts/bench.sh)
-cargo test --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"
+cargo test --workspace --locked --lib --bins --tests -- --test-threads="${TEST_THREADS:-4}"

@@ -43,50 +43,31 @@ fn main() -> std::process::ExitCode {
 /// Lowering it further (32 kB, so TLS buffers are mapped too) measured no better. A single
 /// arena (`M_ARENA_MAX=1`) measured the same fragmentation, so arenas stay as they are.
 ///
-/// `unsafe` is denied everywhere else (`unsafe_code = "deny"` in Cargo.toml; only this module
-/// allows it): neither std nor a maintained crate offers a safe `malloc_trim`/`mallopt`, and
-/// environment variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_ARENA_MAX`) cannot trim and would
+/// The two glibc calls live in the path crate `crates/glibc-malloc` (safe wrappers, no-ops off
+/// glibc), so this package keeps `unsafe_code = "forbid"`: neither std nor a maintained crate
+/// offers a safe `malloc_trim`/`mallopt`, and environment variables (`MALLOC_MMAP_THRESHOLD_`, `MALLOC_ARENA_MAX`) cannot trim and would
 /// have to be set by whoever starts the process. Both calls take no pointers and change only
 /// the allocator's bookkeeping; this binary only, not the library (tests and the benchmarks'
 /// probe loop keep glibc's defaults).
 mod allocator {
-    #![allow(unsafe_code)]
-
     use std::time::Duration;
 
     /// How often freed pages are handed back.
     pub const TRIM_EVERY: Duration = Duration::from_secs(10);
 
     /// Buffers from this size up are mapped on their own (glibc's initial default, kept fixed).
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    const MMAP_THRESHOLD: std::ffi::c_int = 128 * 1024;
-
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    extern "C" {
-        fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
-        fn malloc_trim(pad: usize) -> std::ffi::c_int;
-    }
+    const MMAP_THRESHOLD: u32 = 128 * 1024;
 
     /// Fix the mmap threshold (before anything is allocated on other threads), unless the
     /// operator set glibc's own `MALLOC_MMAP_THRESHOLD_`.
     pub fn tune() {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
         if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() {
-            /// glibc's `M_MMAP_THRESHOLD` (malloc.h).
-            const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
-            // SAFETY: mallopt takes two integers and only sets an allocator parameter; glibc
-            // serialises it with allocations. Its result (0 = refused) leaves the default.
-            let _ = unsafe { mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) };
+            glibc_malloc::set_mmap_threshold(MMAP_THRESHOLD);
         }
     }
 
     /// Hand whole free pages of every arena back to the kernel.
     pub fn trim() {
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        {
-            // SAFETY: malloc_trim takes an integer (0: keep no slack) and only releases pages
-            // that hold no allocation; glibc locks each arena while it walks it.
-            let _ = unsafe { malloc_trim(0) };
-        }
+        glibc_malloc::trim();
     }
 }
