@@ -92,6 +92,8 @@ if [ "${BENCH_NO_CRITERION:-0}" != 1 ] && [ "$ONLY_MEMORY" != 1 ]; then
         gsub(/[\[\]]/, ""); print $4, $5; exit }')
     [ -n "$ENCODE_LINE" ] || ENCODE_LINE="failed"
     BODY_LINE=$(printf '%s\n' "$crit" | grep -m1 '^metrics body:' || true)
+    CPU_LINE=$(printf '%s\n' "$crit" | grep -m1 '^CPU per encode' || true)
+    PEAK_LINE=$(printf '%s\n' "$crit" | grep -m1 '^peak RSS added by one scrape' || true)
 fi
 
 # ---------------------------------------------------------------------------- work dir --
@@ -445,3 +447,5 @@ TLS rows: median of $ROUNDS rounds of $N checks (blackbox) and $N_OURS (ours, fl
 | start-up with $MAILBOXES mailboxes (to /-/healthy) | $STARTUP_MS ms | | | | |
 EOF
 if [ -n "${BODY_LINE:-}" ]; then echo "criterion fixture: $BODY_LINE"; fi
+if [ -n "${CPU_LINE:-}" ]; then echo "criterion fixture: $CPU_LINE"; fi
+if [ -n "${PEAK_LINE:-}" ]; then echo "criterion fixture: $PEAK_LINE"; fi
