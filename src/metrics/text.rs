@@ -299,6 +299,11 @@ impl<'w> Writer<'w> {
         }
     }
 
+    fn int_signed(&mut self, v: i64) {
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
     fn int(&mut self, v: u64) {
         self.out
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
@@ -310,6 +315,10 @@ impl<'w> Writer<'w> {
             self.out.extend_from_slice(b"0.0");
         } else if v.to_bits() == 1f64.to_bits() {
             self.out.extend_from_slice(b"1.0");
+        } else if let Some(i) = exact_int(v) {
+            // dtoa writes an integer-valued float below 1e21 as its digits and `.0`.
+            self.int_signed(i);
+            self.out.extend_from_slice(b".0");
         } else if v.is_finite() {
             self.out
                 .extend_from_slice(dtoa::Buffer::new().format_finite(v).as_bytes());
@@ -319,6 +328,17 @@ impl<'w> Writer<'w> {
         } else {
             self.out.extend_from_slice(nonfinite(v).as_bytes());
         }
+    }
+}
+
+/// `v` as an integer when it is one and every integer up to it is exact in an f64 (below
+/// 2^53), so the conversion loses nothing; not for -0.0 (dtoa writes `-0.0`), NaN, or infinity.
+fn exact_int(v: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if v.fract() == 0.0 && v.abs() < EXACT && v.to_bits() != (-0f64).to_bits() {
+        Some(v as i64)
+    } else {
+        None
     }
 }
 
@@ -425,6 +445,44 @@ mod tests {
             let want = format!("g {}\n", dtoa::Buffer::new().format(v));
             assert_eq!(gauge_line(false, v), want, "{v}");
             assert_eq!(gauge_line(true, v), want, "{v}");
+        }
+        // integer-valued floats (the fast path) over many magnitudes, both signs, up to and
+        // past the 2^53 edge, and fractions next to integers
+        let mut values = vec![
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_994.0,
+            1e15,
+            1e16,
+            1e20,
+            1e22,
+            1_750_000_000.0,
+            1_750_000_000.5,
+            0.999_999_999_999_999_9,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+        ];
+        let mut x = 1.0f64;
+        while x < 1e23 {
+            values.extend([x, x - 1.0, x + 1.0, x * 7.0, x * 3.0 + 0.25]);
+            x *= 3.0;
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            values.push((seed >> (seed % 50)) as f64);
+            values.push(f64::from_bits(seed));
+        }
+        for v in values
+            .iter()
+            .flat_map(|v| [*v, -*v])
+            .filter(|v| v.is_finite())
+        {
+            let want = format!("g {}\n", dtoa::Buffer::new().format(v));
+            assert_eq!(gauge_line(false, v), want, "{v:e}");
         }
         assert_eq!(gauge_line(false, f64::INFINITY), "g +Inf\n");
         assert_eq!(gauge_line(false, f64::NEG_INFINITY), "g -Inf\n");
