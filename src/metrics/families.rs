@@ -505,11 +505,10 @@ pub(super) const FAMILIES: &[Family] = &[
         help: "Duration of each phase of the last login",
         kind: Kind::Gauge,
         walk: Walk::Logins(|w, x, r| {
+            w.begin_last(&mp(x), "phase");
             for ph in login_phases(x.p, x.m.server(x.p).tls) {
-                let mut l = mp(x);
-                l.push(("phase", ph.as_str()));
                 let d = r.latest.phase_duration(*ph).map(|d| d.as_secs_f64());
-                w.gauge(&l, d.unwrap_or(0.0));
+                w.gauge_last(ph.as_str(), d.unwrap_or(0.0));
             }
         }),
     },

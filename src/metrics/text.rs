@@ -148,6 +148,8 @@ pub(super) struct Writer<'w> {
     /// `name` with the kind's suffix (`_total`, `_info`), as samples are named.
     series: &'w str,
     le: &'w mut LeCache,
+    /// `name{labels,key="` of the series being written by [`Writer::gauge_last`].
+    prefix: Vec<u8>,
 }
 
 impl<'w> Writer<'w> {
@@ -171,7 +173,37 @@ impl<'w> Writer<'w> {
             kind,
             series,
             le,
+            prefix: Vec::new(),
         }
+    }
+
+    /// Start a run of gauges that share the labels `l` and differ in the value of one more
+    /// label, `key` (a login's phases: 7-9 series each, over half of a large scrape). The
+    /// shared part of the line is rendered once here and copied whole by
+    /// [`Writer::gauge_last`].
+    pub(super) fn begin_last(&mut self, l: &Labels<'_>, key: &str) {
+        let mut prefix = std::mem::take(&mut self.prefix);
+        prefix.clear();
+        prefix.extend_from_slice(self.series.as_bytes());
+        prefix.push(b'{');
+        if l.n > 0 || !l.pre.is_empty() {
+            labels(&mut prefix, l);
+            prefix.push(b',');
+        }
+        prefix.extend_from_slice(key.as_bytes());
+        prefix.extend_from_slice(b"=\"");
+        self.prefix = prefix;
+    }
+
+    /// A gauge with the labels of the last [`Writer::begin_last`] and its `key` set to `value`:
+    /// the same bytes as [`Writer::gauge`] with those labels and `(key, value)` pushed last.
+    pub(super) fn gauge_last(&mut self, value: &str, v: f64) {
+        let out = &mut *self.out;
+        out.extend_from_slice(&self.prefix);
+        label_value(out, value);
+        out.extend_from_slice(b"\"} ");
+        self.float(v);
+        self.out.push(b'\n');
     }
 
     /// `# HELP` and `# TYPE` of the family.
@@ -359,12 +391,16 @@ fn labels(out: &mut Vec<u8>, l: &Labels<'_>) {
 fn label(out: &mut Vec<u8>, k: &str, v: &str) {
     out.extend_from_slice(k.as_bytes());
     out.extend_from_slice(b"=\"");
+    label_value(out, v);
+    out.push(b'"');
+}
+
+fn label_value(out: &mut Vec<u8>, v: &str) {
     if v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         escaped(out, v);
     } else {
         out.extend_from_slice(v.as_bytes());
     }
-    out.push(b'"');
 }
 
 #[cold]
@@ -489,6 +525,38 @@ mod tests {
         assert_eq!(gauge_line(false, f64::NAN), "g NaN\n");
         assert_eq!(gauge_line(true, f64::INFINITY), "g inf\n");
         assert_eq!(gauge_line(true, f64::NAN), "g NaN\n");
+    }
+
+    /// A run started by `begin_last` writes what `gauge` writes with the last label pushed.
+    #[test]
+    fn gauge_last_is_gauge_with_one_more_label() {
+        let pre = b"mailbox=\"a\\\"b\",protocol=\"imap\"";
+        let cases: [Labels<'_>; 3] = [
+            Labels::rendered(pre),
+            Labels::of([("credential", "x\ny")]),
+            Labels::NONE,
+        ];
+        for om in [false, true] {
+            for l in &cases {
+                let (mut le, mut series) = (LeCache::default(), String::new());
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                let mut w = Writer::new(&mut want, om, "f", Kind::Gauge, &mut series, &mut le);
+                for (value, v) in [("dns", 0.5), ("odd\"\\", 0.0), ("tls", 1e-7)] {
+                    let mut with = *l;
+                    with.push(("phase", value));
+                    w.gauge(&with, v);
+                }
+                let mut w = Writer::new(&mut got, om, "f", Kind::Gauge, &mut series, &mut le);
+                w.begin_last(l, "phase");
+                for (value, v) in [("dns", 0.5), ("odd\"\\", 0.0), ("tls", 1e-7)] {
+                    w.gauge_last(value, v);
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want)
+                );
+            }
+        }
     }
 
     #[test]
