@@ -81,7 +81,7 @@ impl<'a> Records<'a> {
 
     pub(super) fn endpoint(&mut self, name: &str) -> Option<&'a CheckRecord> {
         self.find(
-            |k| matches!(k, CheckKey::Endpoint(n) if n == name),
+            |k| matches!(k, CheckKey::Endpoint(n) if same(n, name)),
             |k| match k {
                 CheckKey::Endpoint(n) => {
                     n.clear();
@@ -94,7 +94,7 @@ impl<'a> Records<'a> {
 
     pub(super) fn login(&mut self, mailbox: &str, protocol: Protocol) -> Option<&'a CheckRecord> {
         self.find(
-            |k| matches!(k, CheckKey::Login { mailbox: m, protocol: p } if *p == protocol && m == mailbox),
+            |k| matches!(k, CheckKey::Login { mailbox: m, protocol: p } if *p == protocol && same(m, mailbox)),
             |k| match k {
                 CheckKey::Login {
                     mailbox: m,
@@ -137,6 +137,31 @@ impl<'a> Records<'a> {
             _ => None,
         }
     }
+}
+
+/// `a == b`, compared inline: the cursor above compares a configured name with a map key once
+/// per family per item (~30,000 times a scrape at 1,000 mailboxes), and for names of a few
+/// bytes the call into libc's `memcmp` cost more than the comparison (~10 % of the encode).
+#[inline]
+fn same(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut ca, mut cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (x, y) in (&mut ca).zip(&mut cb) {
+        let (Ok(x), Ok(y)) = (<[u8; 8]>::try_from(x), <[u8; 8]>::try_from(y)) else {
+            return false;
+        };
+        if u64::from_ne_bytes(x) != u64::from_ne_bytes(y) {
+            return false;
+        }
+    }
+    let mut diff = 0u8;
+    for (x, y) in ca.remainder().iter().zip(cb.remainder()) {
+        diff |= x ^ y;
+    }
+    diff == 0
 }
 
 /// The families in exposition order (the same order as the reference encoder's).
@@ -480,11 +505,10 @@ pub(super) const FAMILIES: &[Family] = &[
         help: "Duration of each phase of the last login",
         kind: Kind::Gauge,
         walk: Walk::Logins(|w, x, r| {
+            w.begin_last(&mp(x), "phase");
             for ph in login_phases(x.p, x.m.server(x.p).tls) {
-                let mut l = mp(x);
-                l.push(("phase", ph.as_str()));
                 let d = r.latest.phase_duration(*ph).map(|d| d.as_secs_f64());
-                w.gauge(&l, d.unwrap_or(0.0));
+                w.gauge_last(ph.as_str(), d.unwrap_or(0.0));
             }
         }),
     },
@@ -752,4 +776,37 @@ fn health<'a>(
         .graph
         .iter()
         .filter_map(move |s| graph.health.get(&s.credential).map(|h| (s, h)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same;
+
+    #[test]
+    fn same_is_string_equality() {
+        let words = [
+            "",
+            "a",
+            "b",
+            "mb0001",
+            "mb0002",
+            "mb000",
+            "mb00011",
+            "abcdefgh",
+            "abcdefgi",
+            "abcdefghi",
+            "abcdefghj",
+            "bbcdefghi",
+            "λ",
+            "λx",
+            "0123456789abcdef0",
+            "0123456789abcdef1",
+            "1123456789abcdef0",
+        ];
+        for a in words {
+            for b in words {
+                assert_eq!(same(a, b), a == b, "{a:?} {b:?}");
+            }
+        }
+    }
 }

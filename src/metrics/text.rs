@@ -148,6 +148,8 @@ pub(super) struct Writer<'w> {
     /// `name` with the kind's suffix (`_total`, `_info`), as samples are named.
     series: &'w str,
     le: &'w mut LeCache,
+    /// `name{labels,key="` of the series being written by [`Writer::gauge_last`].
+    prefix: Vec<u8>,
 }
 
 impl<'w> Writer<'w> {
@@ -171,7 +173,37 @@ impl<'w> Writer<'w> {
             kind,
             series,
             le,
+            prefix: Vec::new(),
         }
+    }
+
+    /// Start a run of gauges that share the labels `l` and differ in the value of one more
+    /// label, `key` (a login's phases: 7-9 series each, over half of a large scrape). The
+    /// shared part of the line is rendered once here and copied whole by
+    /// [`Writer::gauge_last`].
+    pub(super) fn begin_last(&mut self, l: &Labels<'_>, key: &str) {
+        let mut prefix = std::mem::take(&mut self.prefix);
+        prefix.clear();
+        prefix.extend_from_slice(self.series.as_bytes());
+        prefix.push(b'{');
+        if l.n > 0 || !l.pre.is_empty() {
+            labels(&mut prefix, l);
+            prefix.push(b',');
+        }
+        prefix.extend_from_slice(key.as_bytes());
+        prefix.extend_from_slice(b"=\"");
+        self.prefix = prefix;
+    }
+
+    /// A gauge with the labels of the last [`Writer::begin_last`] and its `key` set to `value`:
+    /// the same bytes as [`Writer::gauge`] with those labels and `(key, value)` pushed last.
+    pub(super) fn gauge_last(&mut self, value: &str, v: f64) {
+        let out = &mut *self.out;
+        out.extend_from_slice(&self.prefix);
+        label_value(out, value);
+        out.extend_from_slice(b"\"} ");
+        self.float(v);
+        self.out.push(b'\n');
     }
 
     /// `# HELP` and `# TYPE` of the family.
@@ -299,6 +331,11 @@ impl<'w> Writer<'w> {
         }
     }
 
+    fn int_signed(&mut self, v: i64) {
+        self.out
+            .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
+    }
+
     fn int(&mut self, v: u64) {
         self.out
             .extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
@@ -310,6 +347,10 @@ impl<'w> Writer<'w> {
             self.out.extend_from_slice(b"0.0");
         } else if v.to_bits() == 1f64.to_bits() {
             self.out.extend_from_slice(b"1.0");
+        } else if let Some(i) = exact_int(v) {
+            // dtoa writes an integer-valued float below 1e21 as its digits and `.0`.
+            self.int_signed(i);
+            self.out.extend_from_slice(b".0");
         } else if v.is_finite() {
             self.out
                 .extend_from_slice(dtoa::Buffer::new().format_finite(v).as_bytes());
@@ -319,6 +360,17 @@ impl<'w> Writer<'w> {
         } else {
             self.out.extend_from_slice(nonfinite(v).as_bytes());
         }
+    }
+}
+
+/// `v` as an integer when it is one and every integer up to it is exact in an f64 (below
+/// 2^53), so the conversion loses nothing; not for -0.0 (dtoa writes `-0.0`), NaN, or infinity.
+fn exact_int(v: f64) -> Option<i64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if v.fract() == 0.0 && v.abs() < EXACT && v.to_bits() != (-0f64).to_bits() {
+        Some(v as i64)
+    } else {
+        None
     }
 }
 
@@ -339,12 +391,16 @@ fn labels(out: &mut Vec<u8>, l: &Labels<'_>) {
 fn label(out: &mut Vec<u8>, k: &str, v: &str) {
     out.extend_from_slice(k.as_bytes());
     out.extend_from_slice(b"=\"");
+    label_value(out, v);
+    out.push(b'"');
+}
+
+fn label_value(out: &mut Vec<u8>, v: &str) {
     if v.bytes().any(|b| matches!(b, b'\\' | b'"' | b'\n')) {
         escaped(out, v);
     } else {
         out.extend_from_slice(v.as_bytes());
     }
-    out.push(b'"');
 }
 
 #[cold]
@@ -426,11 +482,81 @@ mod tests {
             assert_eq!(gauge_line(false, v), want, "{v}");
             assert_eq!(gauge_line(true, v), want, "{v}");
         }
+        // integer-valued floats (the fast path) over many magnitudes, both signs, up to and
+        // past the 2^53 edge, and fractions next to integers
+        let mut values = vec![
+            9_007_199_254_740_991.0,
+            9_007_199_254_740_992.0,
+            9_007_199_254_740_994.0,
+            1e15,
+            1e16,
+            1e20,
+            1e22,
+            1_750_000_000.0,
+            1_750_000_000.5,
+            0.999_999_999_999_999_9,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            f64::EPSILON,
+        ];
+        let mut x = 1.0f64;
+        while x < 1e23 {
+            values.extend([x, x - 1.0, x + 1.0, x * 7.0, x * 3.0 + 0.25]);
+            x *= 3.0;
+        }
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            values.push((seed >> (seed % 50)) as f64);
+            values.push(f64::from_bits(seed));
+        }
+        for v in values
+            .iter()
+            .flat_map(|v| [*v, -*v])
+            .filter(|v| v.is_finite())
+        {
+            let want = format!("g {}\n", dtoa::Buffer::new().format(v));
+            assert_eq!(gauge_line(false, v), want, "{v:e}");
+        }
         assert_eq!(gauge_line(false, f64::INFINITY), "g +Inf\n");
         assert_eq!(gauge_line(false, f64::NEG_INFINITY), "g -Inf\n");
         assert_eq!(gauge_line(false, f64::NAN), "g NaN\n");
         assert_eq!(gauge_line(true, f64::INFINITY), "g inf\n");
         assert_eq!(gauge_line(true, f64::NAN), "g NaN\n");
+    }
+
+    /// A run started by `begin_last` writes what `gauge` writes with the last label pushed.
+    #[test]
+    fn gauge_last_is_gauge_with_one_more_label() {
+        let pre = b"mailbox=\"a\\\"b\",protocol=\"imap\"";
+        let cases: [Labels<'_>; 3] = [
+            Labels::rendered(pre),
+            Labels::of([("credential", "x\ny")]),
+            Labels::NONE,
+        ];
+        for om in [false, true] {
+            for l in &cases {
+                let (mut le, mut series) = (LeCache::default(), String::new());
+                let (mut want, mut got) = (Vec::new(), Vec::new());
+                let mut w = Writer::new(&mut want, om, "f", Kind::Gauge, &mut series, &mut le);
+                for (value, v) in [("dns", 0.5), ("odd\"\\", 0.0), ("tls", 1e-7)] {
+                    let mut with = *l;
+                    with.push(("phase", value));
+                    w.gauge(&with, v);
+                }
+                let mut w = Writer::new(&mut got, om, "f", Kind::Gauge, &mut series, &mut le);
+                w.begin_last(l, "phase");
+                for (value, v) in [("dns", 0.5), ("odd\"\\", 0.0), ("tls", 1e-7)] {
+                    w.gauge_last(value, v);
+                }
+                assert_eq!(
+                    String::from_utf8_lossy(&got),
+                    String::from_utf8_lossy(&want)
+                );
+            }
+        }
     }
 
     #[test]
