@@ -1,4 +1,5 @@
-//! The status page's "Microsoft Graph" section: each check's state, the app's keys with their
+//! The status page's "Microsoft Graph" section: each check's state (with the fix for a failure),
+//! the app's keys with their
 //! end dates, the mailbox licences, and the open service issues with their IDs and titles
 //! (which are never metric labels). Everything is HTML-escaped; nothing here holds a secret or
 //! a secret's hint.
@@ -37,9 +38,16 @@ pub fn section(cfg: &Config, snap: &Snapshot) -> String {
             let Some(r) = snap.checks.get(&(g.credential.clone(), *c)) else {
                 continue;
             };
+            // the same fix text `check` prints (verdict.rs), so the page says what to do too
+            // (not for a check that has not run yet: its state says PENDING already)
+            let fix = (r.reason != GraphReason::Pending)
+                .then(|| crate::verdict::graph_hint(*c, r.reason))
+                .flatten()
+                .map(|f| format!("<br><strong>fix:</strong> {}", esc(&f)))
+                .unwrap_or_default();
             let _ = writeln!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
                 esc(&g.credential),
                 c.as_str(),
                 state(r.reason),
@@ -47,7 +55,8 @@ pub fn section(cfg: &Config, snap: &Snapshot) -> String {
                 when(r.last_check),
                 when(r.last_success),
                 when(r.next_run),
-                esc(&r.detail)
+                esc(&r.detail),
+                fix
             );
         }
     }

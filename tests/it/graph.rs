@@ -346,6 +346,22 @@ async fn a_403_on_one_check_leaves_the_others_working() {
     );
     assert_eq!(reason(&state, GraphCheck::Licenses), GraphReason::Ok);
     assert_eq!(reason(&state, GraphCheck::ServiceHealth), GraphReason::Ok);
+    // the status page gives the fix for the refused check only: the permission and the consent
+    let html = page(&state, &cfg);
+    let section = html
+        .split_once("<h2>4. Microsoft Graph")
+        .map(|(_, g)| g)
+        .expect("Graph section");
+    assert_eq!(
+        section.matches("<strong>fix:</strong>").count(),
+        1,
+        "{section}"
+    );
+    assert!(
+        section.contains("<strong>fix:</strong> Grant the app registration the Microsoft Graph application permission Application.Read.All")
+            && section.contains("Grant admin consent"),
+        "{section}"
+    );
     let text = scrape(&state, &cfg);
     assert_eq!(
         sample(&text, "o365_graph_check_reason{credential=\"app\",check=\"app_credentials\",reason=\"permission_denied\"}"),
