@@ -35,3 +35,11 @@ pub mod verdict;
 
 /// The exporter's version, for `o365_exporter_build_info` and `--version`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// `%XX` escapes decoded (a proxy URL's userinfo, a Graph request path in the fake); invalid
+/// escapes stay as they are and invalid UTF-8 becomes U+FFFD.
+pub fn percent_decode(s: &str) -> String {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8_lossy()
+        .into_owned()
+}

@@ -531,32 +531,6 @@ fn proxy(v: &mut V<'_>, raw: Option<&RawProxy>) -> Option<Arc<ProxySettings>> {
     }))
 }
 
-/// `%XX` escapes decoded (userinfo of a proxy URL); invalid escapes stay as they are.
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                // two hex digits: at most 255
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// `[::1]` for an IPv6 address, the name or IPv4 address as is.
 fn bracket(host: &str) -> String {
     if host.contains(':') {
@@ -617,8 +591,8 @@ fn parse_proxy_url(text: &str) -> Result<ProxyUrl, String> {
         None
     } else {
         Some((
-            percent_decode(u.username()),
-            u.password().map(percent_decode),
+            crate::percent_decode(u.username()),
+            u.password().map(crate::percent_decode),
         ))
     };
     Ok(ProxyUrl {

@@ -518,7 +518,7 @@ pub(crate) fn route(
     authorization: Option<&str>,
 ) -> Reply {
     let now = st.clock.unix();
-    let decoded = percent(path);
+    let decoded = crate::percent_decode(path);
     let rest = decoded.strip_prefix("/v1.0/").unwrap_or("");
     let segs: Vec<&str> = rest.split('/').collect();
     let api = match segs.as_slice() {
@@ -797,44 +797,24 @@ fn answer(
     }
 }
 
-/// Percent-decodes a path (the exporter may encode `'`, spaces or `@` in segments); invalid
-/// escapes stay as they are.
-fn percent(path: &str) -> String {
-    let b = path.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = |c: u8| (c as char).to_digit(16);
-        match (
-            b[i],
-            b.get(i + 1).copied().and_then(hex),
-            b.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (c, _, _) => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn paths_are_percent_decoded_literally() {
-        assert_eq!(percent("/v1.0/users/a%40b.test"), "/v1.0/users/a@b.test");
         assert_eq!(
-            percent("/v1.0/applications(appId=%27x%27)"),
+            crate::percent_decode("/v1.0/users/a%40b.test"),
+            "/v1.0/users/a@b.test"
+        );
+        assert_eq!(
+            crate::percent_decode("/v1.0/applications(appId=%27x%27)"),
             "/v1.0/applications(appId='x')"
         );
-        assert_eq!(percent("/v1.0/users/a+b@x"), "/v1.0/users/a+b@x");
+        assert_eq!(
+            crate::percent_decode("/v1.0/users/a+b@x"),
+            "/v1.0/users/a+b@x"
+        );
     }
 
     #[test]

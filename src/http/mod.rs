@@ -169,7 +169,7 @@ async fn handle(web: &Web, req: Request<Incoming>, peer: SocketAddr) -> Response
         }
         (Method::POST | Method::PUT, "/-/reload") => reload(web, peer, authenticated).await,
         (Method::GET | Method::HEAD, p) if p.starts_with("/checks/") => {
-            let id = percent_decode(&p["/checks/".len()..]);
+            let id = crate::percent_decode(&p["/checks/".len()..]);
             match CheckKey::parse_id(&id).and_then(|k| web.state.check(&k).map(|r| (k, r))) {
                 None => text(StatusCode::NOT_FOUND, format!("no check {id:?}\n")),
                 Some((key, rec)) => {
@@ -261,27 +261,6 @@ fn is_mapped_loopback(peer: &SocketAddr) -> bool {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn respond(status: StatusCode, content_type: &str, body: String) -> Response<Body> {
     let r = Response::new(Either::Left(Full::new(Bytes::from(body))));
     with_headers(r, status, content_type)
@@ -332,11 +311,11 @@ mod tests {
     #[test]
     fn decodes_percent() {
         assert_eq!(
-            percent_decode("login%3Asupport%3Aimap"),
+            crate::percent_decode("login%3Asupport%3Aimap"),
             "login:support:imap"
         );
-        assert_eq!(percent_decode("a%2"), "a%2");
-        assert_eq!(percent_decode("%zz"), "%zz");
-        assert_eq!(percent_decode("%é%"), "%é%");
+        assert_eq!(crate::percent_decode("a%2"), "a%2");
+        assert_eq!(crate::percent_decode("%zz"), "%zz");
+        assert_eq!(crate::percent_decode("%é%"), "%é%");
     }
 }
