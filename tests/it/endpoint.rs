@@ -13,6 +13,7 @@ use o365_mail_exporter::probe::tls::{TlsClient, TlsSetupError};
 use o365_mail_exporter::probe::{Outcome, Phase, Reason};
 
 use crate::support::certs::{server_config, LeafKind, Pki, Versions};
+use crate::support::outcome::{assert_failed, explain};
 use crate::support::tls_server::{self, SmtpScript, StarttlsAt, ENDLESS_CAP};
 
 /// Generous for loopback; the deadline tests use their own short timeout.
@@ -38,30 +39,6 @@ fn client(pki: &Pki) -> TlsClient {
 
 fn phases(o: &Outcome) -> Vec<Phase> {
     o.phases.iter().map(|(p, _)| *p).collect()
-}
-
-/// Everything about an outcome, for assertion messages.
-fn explain(o: &Outcome) -> String {
-    format!(
-        "success={} reason={} phase={:?} detail={:?} phases={:?} tls={:?}\n{}",
-        o.success,
-        o.reason,
-        o.failed_phase,
-        o.detail,
-        o.phases,
-        o.tls,
-        o.transcript.render_text()
-    )
-}
-
-fn assert_failed(o: &Outcome, phase: Phase, reason: Reason) {
-    assert!(!o.success, "{}", explain(o));
-    assert_eq!(
-        (o.failed_phase, o.reason),
-        (Some(phase), reason),
-        "{}",
-        explain(o)
-    );
 }
 
 /// Implicit-TLS server with a leaf of `kind`, probed as `localhost`.

@@ -11,6 +11,7 @@ use o365_mail_exporter::config::{Mailbox, Mechanism, TlsMode};
 use o365_mail_exporter::probe::{login, Outcome, Phase, Protocol, Reason, TRANSCRIPT_MAX_LINE};
 use secrecy::SecretString;
 
+use crate::support::outcome::assert_failed;
 use crate::support::scripted::{
     mailbox, send, tls_client, Imap, Pop3, Scripted, Smtp, Step, BACKEND, CANARY_TOKEN,
     EXCHANGE_IMAP_CAPS,
@@ -54,17 +55,6 @@ fn token_sent(srv: &Scripted) -> bool {
 
 fn phases(o: &Outcome) -> Vec<Phase> {
     o.phases.iter().map(|(p, _)| *p).collect()
-}
-
-fn assert_failed(o: &Outcome, phase: Phase, reason: Reason) {
-    assert!(!o.success, "expected failure, got success: {}", o.detail);
-    assert_eq!(
-        (o.failed_phase, o.reason),
-        (Some(phase), reason),
-        "detail: {}\n{}",
-        o.detail,
-        o.transcript.render_text()
-    );
 }
 
 fn imap_mb(srv: &Scripted) -> Mailbox {

@@ -20,6 +20,7 @@ use o365_mail_exporter::probe::{Outcome, Phase, Reason};
 use o365_mail_exporter::state::{CheckKey, State};
 
 use crate::support::certs::{server_config, LeafKind, Pki, Versions};
+use crate::support::outcome::{assert_failed, explain};
 use crate::support::proxy::{hostile, tls_front, Hostile, Tinyproxy, TinyproxyConf, HOSTILE_CAP};
 use crate::support::tls_server;
 
@@ -27,30 +28,6 @@ const APP: &str = "44444444-2222-3333-4444-555555555555";
 const SECRET: &str = "CANARY-proxy-client-secret-9d1e";
 const USER: &str = "svc-o365";
 const PASSWORD: &str = "CANARY-proxy-password-4f7a2c";
-
-/// Everything about an outcome, for assertion messages.
-fn explain(o: &Outcome) -> String {
-    format!(
-        "success={} reason={} phase={:?} detail={:?} phases={:?} tls={:?}\n{}",
-        o.success,
-        o.reason,
-        o.failed_phase,
-        o.detail,
-        o.phases,
-        o.tls,
-        o.transcript.render_text()
-    )
-}
-
-fn assert_failed(o: &Outcome, phase: Phase, reason: Reason) {
-    assert!(!o.success, "{}", explain(o));
-    assert_eq!(
-        (o.failed_phase, o.reason),
-        (Some(phase), reason),
-        "{}",
-        explain(o)
-    );
-}
 
 /// A test directory with the client secret and the proxy password (right or `wrong`) in files.
 struct Files {
@@ -128,6 +105,29 @@ fn b64(s: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(s)
 }
 
+/// The endpoint check of a local implicit-TLS server on `port` (named `localhost` in the CA
+/// `ca_file`) through the proxy at `proxy_url` (`auth`: with the configured credentials), and
+/// the configuration it loaded.
+async fn probe_via(
+    proxy_url: &str,
+    auth: bool,
+    port: u16,
+    ca_file: &Path,
+    files: &Files,
+    timeout: &str,
+) -> (Outcome, Config) {
+    let yaml = format!(
+        "{}endpoints:\n  - {{name: e, host: 127.0.0.1, port: {port}, tls: implicit, server_name: localhost, ca_file: {}, via_proxy: true, timeout: {timeout}}}\n",
+        proxy_yaml(proxy_url, auth),
+        ca_file.display()
+    );
+    let cfg = load(&yaml, files.path());
+    let ep = &cfg.endpoints[0];
+    assert!(ep.proxy.is_some(), "via_proxy: true follows the proxy");
+    let out = probe(ep, &TlsClient::new(ep.ca_file.as_deref()).expect("CA")).await;
+    (out, cfg)
+}
+
 /// A TLS server with a leaf of `kind` and an endpoint config checking it through `proxy_url`.
 async fn endpoint_through(
     proxy_url: &str,
@@ -140,17 +140,15 @@ async fn endpoint_through(
     let leaf = pki.leaf(kind);
     let server = tls_server::implicit_tls(server_config(&leaf, Versions::Default)).await;
     let files = Files::new(password);
-    let yaml = format!(
-        "{}endpoints:\n  - {{name: e, host: 127.0.0.1, port: {}, tls: implicit, server_name: localhost, ca_file: {}, via_proxy: true, timeout: {timeout}}}\n",
-        proxy_yaml(proxy_url, auth),
+    let (out, _) = probe_via(
+        proxy_url,
+        auth,
         server.port(),
-        pki.ca_file.display()
-    );
-    let cfg = load(&yaml, files.path());
-    let ep = &cfg.endpoints[0];
-    assert!(ep.proxy.is_some(), "via_proxy: true follows the proxy");
-    let tls = TlsClient::new(ep.ca_file.as_deref()).expect("CA");
-    let out = probe(ep, &tls).await;
+        &pki.ca_file,
+        &files,
+        timeout,
+    )
+    .await;
     (out, server, pki, files)
 }
 
@@ -278,15 +276,16 @@ async fn the_endpoint_check_through_the_proxy_reports_the_servers_tls() {
     })
     .await;
     let files = Files::new(PASSWORD);
-    let yaml = format!(
-        "{}endpoints:\n  - {{name: e, host: 127.0.0.1, port: {}, tls: implicit, server_name: localhost, ca_file: {}, via_proxy: true}}\n",
-        proxy_yaml(&proxy.url(), true),
+    let (out, cfg) = probe_via(
+        &proxy.url(),
+        true,
         server.port(),
-        pki_probe.ca_file.display()
-    );
-    let cfg = load(&yaml, files.path());
+        &pki_probe.ca_file,
+        &files,
+        "10s",
+    )
+    .await;
     let ep = &cfg.endpoints[0];
-    let out = probe(ep, &TlsClient::new(ep.ca_file.as_deref()).expect("CA")).await;
     assert!(out.success, "{}\n{}", explain(&out), proxy.log());
     let phases: Vec<Phase> = out.phases.iter().map(|(p, _)| *p).collect();
     assert_eq!(phases, [Phase::Dns, Phase::Connect, Phase::Tls]);
@@ -357,15 +356,15 @@ async fn a_proxy_intercepting_tls_shows_as_cert_untrusted_with_the_interception_
     })
     .await;
     let files = Files::new(PASSWORD);
-    let yaml = format!(
-        "{}endpoints:\n  - {{name: e, host: 127.0.0.1, port: {}, tls: implicit, server_name: localhost, ca_file: {}, via_proxy: true}}\n",
-        proxy_yaml(&proxy.url(), false),
+    let (out, _) = probe_via(
+        &proxy.url(),
+        false,
         server.port(),
-        pki.ca_file.display()
-    );
-    let cfg = load(&yaml, files.path());
-    let ep = &cfg.endpoints[0];
-    let out = probe(ep, &TlsClient::new(ep.ca_file.as_deref()).expect("CA")).await;
+        &pki.ca_file,
+        &files,
+        "10s",
+    )
+    .await;
     assert_failed(&out, Phase::Tls, Reason::CertUntrusted);
     let tls = out.tls.as_ref().expect("certificate facts kept");
     assert!(tls.cert_issuer.contains("some other CA"), "{tls:?}");
@@ -435,15 +434,15 @@ async fn connect_refused_by_the_proxys_policy_is_proxy_refused() {
     })
     .await;
     let files = Files::new(PASSWORD);
-    let yaml = format!(
-        "{}endpoints:\n  - {{name: e, host: 127.0.0.1, port: {}, tls: implicit, server_name: localhost, ca_file: {}, via_proxy: true}}\n",
-        proxy_yaml(&proxy.url(), false),
+    let (out, _) = probe_via(
+        &proxy.url(),
+        false,
         server.port(),
-        pki.ca_file.display()
-    );
-    let cfg = load(&yaml, files.path());
-    let ep = &cfg.endpoints[0];
-    let out = probe(ep, &TlsClient::new(ep.ca_file.as_deref()).expect("CA")).await;
+        &pki.ca_file,
+        &files,
+        "10s",
+    )
+    .await;
     assert_failed(&out, Phase::Connect, Reason::ProxyRefused);
     assert!(
         out.detail.contains("answered 403") && out.detail.contains("policy"),
@@ -487,20 +486,15 @@ async fn connect_refused_by_the_proxys_policy_is_proxy_refused() {
     })
     .await;
     for auth in [false, true] {
-        let (out, ..) = (
-            {
-                let yaml = format!(
-                    "{}endpoints:\n  - {{name: e, host: 127.0.0.1, port: {}, tls: implicit, server_name: localhost, ca_file: {}, via_proxy: true}}\n",
-                    proxy_yaml(&auth_proxy.url(), auth),
-                    server.port(),
-                    pki.ca_file.display()
-                );
-                let cfg = load(&yaml, files.path());
-                let ep = &cfg.endpoints[0];
-                probe(ep, &TlsClient::new(ep.ca_file.as_deref()).expect("CA")).await
-            },
-            (),
-        );
+        let (out, _) = probe_via(
+            &auth_proxy.url(),
+            auth,
+            server.port(),
+            &pki.ca_file,
+            &files,
+            "10s",
+        )
+        .await;
         assert_failed(&out, Phase::Connect, Reason::ProxyAuthRequired);
         // 407 without credentials, 401 (tinyproxy) to wrong ones
         let want = if auth { "answered 401" } else { "answered 407" };

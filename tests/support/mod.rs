@@ -7,6 +7,7 @@ pub mod exporter;
 pub mod fake_idp;
 pub mod jsonschema;
 pub mod mailstack;
+pub mod outcome;
 pub mod promstack;
 pub mod proxy;
 pub mod scripted;
